@@ -1,0 +1,63 @@
+"""Console entry points: thin Hydra mains over :mod:`dalle3.stages`.
+
+Every command composes the same root config (``conf/config.yaml``); each one only
+chooses a default ``stage=`` and refuses stages that belong to another command.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from dalle3.config import CONF_DIR, ConfigError, register_configs
+from dalle3.stages import StageMissing, run_stage
+from dalle3.utils.logging import get_logger
+
+log = get_logger("dalle3.cli")
+register_configs()
+
+
+def _dispatch(cfg: DictConfig, allowed: Iterable[str], command: str) -> dict:
+    allowed = tuple(allowed)
+    if cfg.stage not in allowed:
+        raise ConfigError(f"stage={cfg.stage!r} is not run by {command}; choose one of: {' | '.join(allowed)}")
+    summary = run_stage(cfg)
+    if summary:
+        print(json.dumps({"stage": cfg.stage, **summary}, default=str))
+    return summary
+
+
+def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str]):
+    """Build a zero-argument console-script main for ``command``."""
+    allowed = tuple(allowed)
+
+    @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+    def _hydra_main(cfg: DictConfig) -> None:
+        try:
+            _dispatch(cfg, allowed, command)
+        except (ConfigError, StageMissing) as exc:
+            print(f"{command}: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def main() -> None:
+        if default_stage and not any(a.startswith(("stage=", "+stage=")) for a in sys.argv[1:]):
+            sys.argv.append(f"stage={default_stage}")
+        _hydra_main()
+
+    return main
+
+
+data_main = _entry("dalle3-data", "data", ["data"])
+train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "vae", "latents", "ldm"])
+recaption_main = _entry("dalle3-recaption", "recaption", ["recaption"])
+eval_main = _entry("dalle3-eval", "eval", ["eval"])
+generate_main = _entry("dalle3-generate", "generate", ["generate"])
+
+
+def pipeline_main() -> None:
+    from dalle3.pipeline import main
+
+    main()
