@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 # torch/torchvision are pinned to the builds on this machine's disk (a CUDA build that
 # runs on the CPU); an unpinned torch would download several GB.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 

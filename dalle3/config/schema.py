@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from dalle3.config.captioner import CaptionerConfig
+from dalle3.config.ldm import LDMConfig
+
 CAPTION_SOURCES = ("alt", "ssc", "dsc", "blend")
 SYNTHETIC_SOURCES = ("ssc", "dsc")
 IMAGE_FORMATS = ("png", "jpg")
@@ -139,6 +142,10 @@ class TrainerConfig:
     "auto: resume from run_dir's last checkpoint if any; null: start fresh; or a path."
     progress_bar: bool = True
     "Show Lightning's progress bar."
+    find_unused_parameters: bool = False
+    "DDP: allow parameters without gradients (e.g. a contrastive head with weight 0)."
+    limit_val_batches: int = 8
+    "Validation batches per rank at each validation."
 
 
 @dataclass
@@ -159,3 +166,7 @@ class RootConfig:
     "Caption source and blend ratio."
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     "Lightning Trainer and distributed strategy."
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    "The CoCa captioner: size, tokenizer, losses, optimisation, decoding."
+    ldm: LDMConfig = field(default_factory=LDMConfig)
+    "The latent diffusion model, its VAE and text encoder."

@@ -1,0 +1,121 @@
+"""Typed config of the CoCa captioner (issue #3). Owned by dalle3/captioner.
+
+``conf/captioner/<name>.yaml`` sets the values; the stage files
+(``conf/stage/captioner_{pretrain,finetune}.yaml``) set the target caption, loss
+weights and where fine-tuning starts from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+CAPTIONER_TARGETS = ("alt", "ssc", "dsc")
+"Caption kinds a captioner can be trained to write."
+TOKENIZERS = ("world", "open_clip")
+"world: word-level vocabulary of the synthetic world; open_clip: the model's own (BPE) tokenizer."
+DECODE_MODES = ("greedy", "beam", "sample")
+"Caption decoding strategies of :mod:`dalle3.captioner.generate`."
+
+
+@dataclass
+class CaptionerArchConfig:
+    """Sizes of a CoCa built from scratch (used when ``captioner.model`` is null)."""
+
+    image_size: int = 64
+    "Input image side in pixels."
+    patch_size: int = 4
+    "ViT patch side; 64 px / 4 = a 16x16 token grid (patch 8 cannot tell shapes apart)."
+    vision_width: int = 128
+    "Width of the ViT image tower."
+    vision_layers: int = 4
+    "Residual blocks of the image tower."
+    vision_head_width: int = 64
+    "Channels per attention head in the image tower (heads = width / head_width)."
+    attn_pooler_queries: int = 65
+    "Queries of the attentional pooler: one pooled embedding for the contrastive loss, the rest are the image tokens the decoder attends to."
+    attn_pooler_heads: int = 4
+    "Heads of the attentional pooler."
+    embed_dim: int = 128
+    "Width of the joint embedding and of the image tokens."
+    text_width: int = 128
+    "Width of the unimodal text tower and the multimodal decoder."
+    text_heads: int = 4
+    "Attention heads of the text tower and the decoder."
+    text_layers: int = 2
+    "Residual blocks of the unimodal (causal) text tower."
+    decoder_layers: int = 3
+    "Blocks of the multimodal decoder (self-attention + cross-attention each)."
+
+
+@dataclass
+class CaptionerDecodeConfig:
+    """How validation captions (and the recaption job) are decoded."""
+
+    mode: str = "greedy"
+    "greedy | beam | sample."
+    max_new_tokens: int = 30
+    "Most tokens generated per caption (EOS included)."
+    min_new_tokens: int = 0
+    "EOS is forbidden until this many tokens have been generated."
+    num_beams: int = 4
+    "Beam width (mode=beam)."
+    length_penalty: float = 1.0
+    "Beam score = sum log p / length ** length_penalty (mode=beam; >0 favours longer captions)."
+    temperature: float = 1.0
+    "Softmax temperature (mode=sample)."
+    top_k: int = 0
+    "Keep the k most likely tokens (mode=sample; 0: off)."
+    top_p: float = 1.0
+    "Nucleus: keep the smallest set of tokens with this much probability (mode=sample; 1: off)."
+    repetition_penalty: float = 1.0
+    "Divide positive / multiply negative logits of tokens already in the caption (1: off)."
+    seed: int = 0
+    "Seed of the sampler (mode=sample)."
+
+
+@dataclass
+class CaptionerConfig:
+    name: str = "tiny"
+    "Size preset (conf/captioner/): tiny | coca_ViT-B-32 | coca_ViT-L-14."
+    model: Optional[str] = None
+    "open_clip model config name (e.g. coca_ViT-B-32); null builds one from `arch` and registers it as dalle3_coca_<name>."
+    arch: CaptionerArchConfig = field(default_factory=CaptionerArchConfig)
+    "Sizes used when `model` is null."
+    tokenizer: str = "world"
+    "world (word-level, sized to the synthetic world) | open_clip (the model's BPE tokenizer)."
+    context_length: Optional[int] = 80
+    "Tokens per caption including start/end tokens; null keeps the open_clip model's own."
+    pretrained: Optional[str] = None
+    "Whole-CoCa weights: an open_clip pretrained tag (needs the hub) or a local .safetensors/.bin file."
+    image_init: Optional[str] = None
+    "Start the image tower from a CLIP: a checkpoint file, or `model:tag` for open_clip (needs the hub)."
+    freeze_image: bool = False
+    "Freeze the image trunk (patch embedding + ViT blocks); the attentional pooler stays trainable."
+    target: str = "alt"
+    "Caption kind this run trains on (and the caption source it reads): alt | ssc | dsc."
+    init_from: Optional[str] = None
+    "Weights to start from: an export folder or .safetensors file (fine-tuning: the pretrain run's export)."
+    contrastive_weight: float = 1.0
+    "λ_con, weight of the CLIP contrastive loss (CoCa: 1; fine-tuning: 0)."
+    caption_weight: float = 2.0
+    "λ_cap, weight of the captioning loss (CoCa: 2; fine-tuning: 1)."
+    lr: float = 1e-3
+    "Peak AdamW learning rate."
+    weight_decay: float = 0.05
+    "AdamW weight decay (not applied to biases, norms, embeddings and logit_scale)."
+    beta1: float = 0.9
+    "AdamW beta1."
+    beta2: float = 0.98
+    "AdamW beta2."
+    eps: float = 1e-6
+    "AdamW epsilon."
+    warmup_steps: int = 100
+    "Linear warm-up steps before the cosine decay."
+    min_lr_ratio: float = 0.1
+    "The cosine decays to lr * min_lr_ratio at trainer.max_steps."
+    grad_checkpointing: bool = False
+    "Recompute activations in backward (large models)."
+    val_captions: int = 8
+    "Fixed validation images whose generated captions are logged beside the ground truth."
+    decode: CaptionerDecodeConfig = field(default_factory=CaptionerDecodeConfig)
+    "Decoding of logged captions."

@@ -1,0 +1,202 @@
+"""Typed config of the latent diffusion model and its VAE (issue #5). Owned by dalle3/ldm.
+
+One block per part (text encoder, U-Net, VAE, noise schedule) and one per job (VAE
+training, LDM training, sample logging, latent precompute, generation). A part whose
+``pretrained`` is set is loaded from that local folder (or hub name, where a hub is
+reachable); otherwise it is built from the size fields, which is what ``tiny`` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+TEXT_ENCODER_KINDS = ("clip", "t5")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SAMPLERS = ("ddim", "dpm")
+
+
+@dataclass
+class TextEncoderConfig:
+    kind: str = "clip"
+    "clip (transformers CLIPTextModel) | t5 (transformers T5EncoderModel); always frozen."
+    pretrained: Optional[str] = None
+    "Local folder or hub name of a pretrained encoder; null builds the tiny one below (and saves it to `path`)."
+    subfolder: Optional[str] = None
+    "Subfolder of `pretrained` holding the encoder (e.g. text_encoder in a Stable Diffusion folder)."
+    tokenizer_subfolder: Optional[str] = None
+    "Subfolder of `pretrained` holding the tokenizer (e.g. tokenizer); null: the encoder's own folder."
+    path: str = "${paths.out_dir}/parts/text_encoder"
+    "Tiny only: where the randomly initialised frozen encoder and its tokenizer are saved once and reloaded."
+    max_length: int = 64
+    "Tokens per prompt (padded/truncated); the diffusers export uses the same."
+    hidden_size: int = 64
+    "Tiny only: width (= the U-Net's cross_attention_dim)."
+    num_layers: int = 2
+    "Tiny only: transformer layers."
+    num_heads: int = 2
+    "Tiny only: attention heads."
+    seed: int = 0
+    "Tiny only: seed of the frozen encoder's random weights."
+
+
+@dataclass
+class UNetConfig:
+    pretrained: Optional[str] = None
+    "Local folder or hub name of a pretrained UNet2DConditionModel; null: build from the fields below."
+    subfolder: Optional[str] = None
+    "Subfolder of `pretrained` (unet in a Stable Diffusion folder)."
+    block_out_channels: List[int] = field(default_factory=lambda: [32, 64])
+    "Channels per resolution level."
+    down_block_types: List[str] = field(default_factory=lambda: ["DownBlock2D", "CrossAttnDownBlock2D"])
+    "diffusers down blocks, one per level."
+    up_block_types: List[str] = field(default_factory=lambda: ["CrossAttnUpBlock2D", "UpBlock2D"])
+    "diffusers up blocks, one per level (mirror of the down blocks)."
+    layers_per_block: int = 1
+    "ResNet layers per block."
+    attention_head_dim: int = 8
+    "Channels per attention head."
+    norm_num_groups: int = 8
+    "GroupNorm groups (must divide every block width)."
+
+
+@dataclass
+class VAEConfig:
+    pretrained: Optional[str] = "${paths.out_dir}/vae/vae"
+    "Folder of the AutoencoderKL that latents/ldm/generate use (the vae stage writes it), or a hub name."
+    subfolder: Optional[str] = None
+    "Subfolder of `pretrained` (vae in a Stable Diffusion folder)."
+    block_out_channels: List[int] = field(default_factory=lambda: [32, 64, 64])
+    "vae stage: channels per level; len-1 downsamplings (3 levels: 4x)."
+    layers_per_block: int = 1
+    "vae stage: ResNet layers per block."
+    latent_channels: int = 4
+    "vae stage: latent channels."
+    norm_num_groups: int = 16
+    "vae stage: GroupNorm groups (must divide every width)."
+
+
+@dataclass
+class NoiseConfig:
+    num_train_timesteps: int = 1000
+    "DDPM training timesteps."
+    beta_schedule: str = "scaled_linear"
+    "linear | scaled_linear (Stable Diffusion) | squaredcos_cap_v2 (cosine)."
+    beta_start: float = 0.00085
+    "First beta (Stable Diffusion's)."
+    beta_end: float = 0.012
+    "Last beta (Stable Diffusion's)."
+    prediction_type: str = "epsilon"
+    "What the U-Net predicts: epsilon | v_prediction."
+    sampler: str = "ddim"
+    "Sampling scheduler: ddim | dpm (DPM-Solver++ multistep)."
+
+
+@dataclass
+class VAETrainConfig:
+    lr: float = 1e-3
+    "AdamW learning rate."
+    kl_weight: float = 1e-6
+    "Weight of the KL term (small: a near-deterministic autoencoder, as in Stable Diffusion's)."
+    weight_decay: float = 0.0
+    "AdamW weight decay."
+
+
+@dataclass
+class LDMTrainConfig:
+    lr: float = 1e-3
+    "AdamW learning rate (after warmup)."
+    weight_decay: float = 1e-2
+    "AdamW weight decay."
+    warmup_steps: int = 50
+    "Linear learning-rate warmup steps."
+    caption_dropout: float = 0.1
+    "Probability of training on the empty prompt (for classifier-free guidance)."
+    ema_decay: float = 0.999
+    "EMA decay per update (0: no EMA)."
+    ema_every_n_steps: int = 1
+    "Update the EMA every N optimizer steps."
+    min_snr_gamma: Optional[float] = None
+    "Min-SNR loss weighting gamma (Hang et al. 2023; 5.0 is their choice); null: plain MSE."
+    offset_noise: float = 0.0
+    "Offset-noise strength (per-channel constant added to the noise); 0: off."
+    gradient_checkpointing: bool = False
+    "Recompute U-Net activations in backward (less memory, more compute)."
+    use_latents: bool = True
+    "Read precomputed latent shards (`ldm.latents.out_dir`) when they exist; else encode images on the fly."
+
+
+@dataclass
+class SampleConfig:
+    every_n_steps: int = 250
+    "Log sample images for the fixed prompts every N steps (0: never)."
+    prompts: List[str] = field(default_factory=lambda: [
+        "a red circle", "a blue square", "a green triangle", "a large yellow circle in the top left",
+    ])
+    "Fixed prompts sampled during training."
+    guidance: float = 3.0
+    "Classifier-free guidance scale of the logged samples."
+    steps: int = 25
+    "Sampler steps of the logged samples."
+    seed: int = 0
+    "Noise seed of the logged samples (fixed, so grids are comparable across steps)."
+
+
+@dataclass
+class LatentsConfig:
+    out_dir: str = "${paths.out_dir}/latents"
+    "Where the latent shards go (one folder per split); ldm training reads `<out_dir>/train`."
+    splits: List[str] = field(default_factory=lambda: ["train", "val"])
+    "Splits of `paths.data_dir` to encode."
+    batch_size: int = 64
+    "Images per VAE forward."
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = "a red circle"
+    "Prompt to sample (`dalle3-generate prompt=...`)."
+    n: int = 4
+    "Images to generate."
+    guidance: float = 5.0
+    "Classifier-free guidance scale."
+    steps: int = 25
+    "Sampler steps."
+    seed: int = 0
+    "Noise seed."
+    ckpt_dir: str = "${paths.out_dir}/ldm/${caption.source}_${caption.synthetic}${caption.ratio}"
+    "The ldm run whose checkpoint and EMA weights are used (its `checkpoints/last.ckpt`)."
+    checkpoint: Optional[str] = None
+    "Explicit checkpoint (a .ckpt file or a DeepSpeed checkpoint folder); null: the run's last."
+    use_ema: bool = True
+    "Sample with the EMA weights (false: the raw weights)."
+    export_dir: Optional[str] = "${paths.run_dir}/pipeline"
+    "Also export a diffusers StableDiffusionPipeline folder here (null: no export)."
+
+
+@dataclass
+class LDMConfig:
+    name: str = "tiny"
+    "Size preset (conf/ldm/)."
+    pretrained: Optional[str] = None
+    "Local folder or hub name of a whole Stable-Diffusion-layout model; presets point each part's `pretrained` at it."
+    image_size: int = 32
+    "Image side the VAE sees (the data layer resizes to it); latents are image_size / 2**(levels-1)."
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    "The frozen text encoder and its tokenizer."
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    "The denoising U-Net."
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    "The AutoencoderKL (frozen during ldm training)."
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    "DDPM training schedule, prediction target and sampler."
+    vae_train: VAETrainConfig = field(default_factory=VAETrainConfig)
+    "The vae stage's optimisation and loss."
+    train: LDMTrainConfig = field(default_factory=LDMTrainConfig)
+    "The ldm stage's optimisation, caption dropout, EMA and loss options."
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    "Sample images logged during ldm training."
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    "The latents stage (VAE-encode shards once)."
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    "The generate stage (`dalle3-generate`)."
