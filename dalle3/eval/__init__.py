@@ -1,0 +1,1 @@
+"""Evaluation: CLIP score and exact prompt-following checks of trained ldm runs."""
