@@ -10,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast clean slurm-up slurm-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not dist" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not dist and not slurm" $(PYTEST_ARGS)
 
 clean:
 	rm -rf outputs data/world .pytest_cache
+
+slurm-up:
+	bash scripts/slurm_cluster.sh start
+
+slurm-down:
+	bash scripts/slurm_cluster.sh stop

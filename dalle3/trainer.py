@@ -31,8 +31,11 @@ def resolve_resume(cfg: Any) -> Optional[str]:
     if resume in (None, "", "none", "null", False):
         return None
     if resume == "auto":
-        last = checkpoint_dir(cfg) / "last.ckpt"
-        return str(last) if last.exists() else None
+        # The newest of the periodic last.ckpt and the checkpoints Lightning's SLURM
+        # environment writes on SIGUSR1 before requeueing (<run_dir>/hpc_ckpt_<n>.ckpt).
+        found = [p for p in (checkpoint_dir(cfg) / "last.ckpt", *Path(cfg.paths.run_dir).glob("hpc_ckpt_*.ckpt"))
+                 if p.exists()]
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
     if not Path(resume).exists():
         raise ConfigError(f"trainer.resume={resume!r} does not exist; allowed: auto | null | an existing checkpoint")
     return str(resume)
