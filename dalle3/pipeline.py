@@ -25,6 +25,8 @@ class Step:
     stage: str
     overrides: tuple[str, ...] = field(default_factory=tuple)
     label: str = ""
+    carry: tuple[str, ...] = field(default_factory=tuple)
+    "Overrides for every later step once this one has run (e.g. read the recaptioned shards)."
 
     @property
     def name(self) -> str:
@@ -37,7 +39,9 @@ STEPS: tuple[Step, ...] = (
     Step("captioner_pretrain"),
     Step("captioner_finetune", ("captioner.target=ssc",), "captioner_finetune_ssc"),
     Step("captioner_finetune", ("captioner.target=dsc",), "captioner_finetune_dsc"),
-    Step("recaption"),
+    # Once recaptioned, later stages read the synthetic captions the captioners wrote
+    # instead of the world's ground-truth ones.
+    Step("recaption", carry=("data.train_shards=${recaption.out_dir}",)),
     Step("vae"),
     Step("latents"),
     Step("ldm", ("caption=alt",), "ldm_alt"),
@@ -49,7 +53,7 @@ STEPS: tuple[Step, ...] = (
 def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[dict]:
     """Run every step; return one record per step (status, seconds, summary)."""
     register_configs()
-    records = []
+    records, carried = [], []
     for step in steps:
         record = {"step": step.name, "stage": step.stage}
         t0 = time.time()
@@ -60,8 +64,9 @@ def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[
             records.append(record)
             continue
         log.info("step %s: starting", step.name)
-        cfg = compose([f"stage={step.stage}", *overrides, *step.overrides])
+        cfg = compose([f"stage={step.stage}", *carried, *overrides, *step.overrides])
         record.update(status="done", summary=run_stage(cfg))
+        carried.extend(step.carry)
         record["seconds"] = round(time.time() - t0, 1)
         log.info("step %s: done in %.1f s", step.name, record["seconds"])
         records.append(record)

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dalle3.config.captioner import CaptionerConfig
+from dalle3.config.eval import EvalConfig
 from dalle3.config.ldm import LDMConfig
+from dalle3.config.recaption import RecaptionConfig
 
 CAPTION_SOURCES = ("alt", "ssc", "dsc", "blend")
 SYNTHETIC_SOURCES = ("ssc", "dsc")
@@ -98,6 +100,8 @@ class DataConfig:
     "Images are resized to this side after decoding."
     val_samples: int = 256
     "Validation samples read per rank (not resampled)."
+    sidecar_dir: Optional[str] = None
+    "Folder of recaption caption sidecars (`recaption.mode=sidecar`) joined at load time; null: none."
 
 
 @dataclass
@@ -170,3 +174,7 @@ class RootConfig:
     "The CoCa captioner: size, tokenizer, losses, optimisation, decoding."
     ldm: LDMConfig = field(default_factory=LDMConfig)
     "The latent diffusion model, its VAE and text encoder."
+    recaption: RecaptionConfig = field(default_factory=RecaptionConfig)
+    "The distributed recaption job: input shards, captioners, output mode, batching."
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    "The evaluation stage: CLIP score and prompt-following checks of ldm runs."

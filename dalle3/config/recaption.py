@@ -1,0 +1,50 @@
+"""Typed config of the distributed recaption job (issue #4). Owned by dalle3/recaption.
+
+``conf/recaption/default.yaml`` sets the values; ``dalle3-recaption`` (``stage=recaption``)
+runs :func:`dalle3.recaption.job.run` with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from dalle3.config.captioner import CaptionerDecodeConfig
+
+RECAPTION_MODES = ("shards", "sidecar")
+"shards: new img2dataset-layout shards with the captions added; sidecar: one small JSON-lines file per shard."
+RECAPTION_PRECISIONS = ("32", "bf16", "fp16")
+"Autocast dtype of the captioners (bf16/fp16 are meant for GPUs)."
+
+
+@dataclass
+class RecaptionConfig:
+    input_shards: str = "${data.train_shards}"
+    "Shards to recaption: a folder, glob, brace pattern, list file or a comma-separated mix."
+    out_dir: str = "${paths.out_dir}/recaption/shards"
+    "Output folder (stage-independent, so later stages can read it): the new shards (mode=shards) or sidecars (mode=sidecar), `_manifest/`, `_summary/` and summary.json."
+    mode: str = "shards"
+    "shards | sidecar (see RECAPTION_MODES)."
+    ssc: Optional[str] = "${paths.out_dir}/captioner_ssc/export"
+    "Export folder of the short-caption (SSC) captioner; null: write no SSC captions."
+    dsc: Optional[str] = "${paths.out_dir}/captioner_dsc/export"
+    "Export folder of the descriptive-caption (DSC) captioner; null: write no DSC captions."
+    decode: CaptionerDecodeConfig = field(default_factory=CaptionerDecodeConfig)
+    "Decoding of both captioners (greedy by default; max_new_tokens bounds the DSC length)."
+    batch_size: int = 64
+    "Images per captioner forward pass (per rank)."
+    num_workers: int = 2
+    "DataLoader workers per rank reading and decoding shards (each works on whole shards); 0: in the main process."
+    prefetch_factor: int = 2
+    "Batches each worker decodes ahead of the model."
+    max_pixels: Optional[int] = None
+    "Images whose header claims more pixels are recorded as too_large, not decoded; null: PIL's limit (~89M)."
+    overwrite: bool = False
+    "Redo shards that are already complete (their manifest entries are dropped first)."
+    device: str = "auto"
+    "auto (cuda:<local rank> when a GPU is visible, else cpu) | cpu | cuda."
+    precision: str = "32"
+    "32 | bf16 | fp16: autocast dtype of the captioners."
+    threads: int = 0
+    "torch intra-op threads of the main process (0: torch's default)."
+    progress_bar: bool = True
+    "Show a per-rank progress bar with images/s."

@@ -1,0 +1,197 @@
+"""The per-shard offline job, written once: latent precompute (issue #5) and recaptioning (#4).
+
+A job maps every input shard to one output shard. What makes it safe to run on many
+ranks, many array tasks, and again after a crash:
+
+* **Splitting** is :func:`dalle3.data.shards.assign_shards` of (rank, world size,
+  task id, task count): a pure function, so every process computes its own share
+  without talking to the others, and no two processes own the same shard.
+* **Atomic outputs**: the worker writes ``<out>.tmp-r<rank>`` and it is renamed onto
+  ``<out>`` only when complete, so a reader never sees half a shard.
+* **A manifest** of completed shards: one small JSON per shard under
+  ``<out_dir>/_manifest/`` (one file each, so ranks never write the same file),
+  written after the rename. A rerun skips every shard whose manifest entry and output
+  both exist, and redoes the rest (an output without an entry is redone: the rename
+  may have happened just before a crash, which is harmless).
+
+Usage::
+
+    def work(src_shard, tmp_out) -> dict:   # write tmp_out, return stats
+        ...
+    summary = run_shard_job(shards, out_dir, work)
+
+A job that keeps several shards in flight at once (the recaption job: DataLoader
+workers read different shards while the model runs) uses the same pieces directly:
+:func:`plan_shards` (this process's share, minus what is done), :func:`tmp_output`,
+:func:`remove_stale_tmp` and :func:`commit_shard` (rename + manifest entry).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from dalle3.data.shards import assign_shards
+from dalle3.dist.env import ArrayTask, DistEnv, array_task, dist_env
+from dalle3.utils.logging import get_logger
+
+log = get_logger(__name__)
+MANIFEST_DIR = "_manifest"
+
+
+def output_name(shard: str) -> str:
+    """Output file name of an input shard: its base name (``.../train/000003.tar`` → ``000003.tar``)."""
+    return os.path.basename(shard.rstrip("/"))
+
+
+def _entry_path(out_dir: str, name: str) -> str:
+    return os.path.join(out_dir, MANIFEST_DIR, f"{name}.json")
+
+
+def completed(out_dir: str) -> dict[str, dict]:
+    """The manifest: ``{output name: entry}`` of every completed shard whose output exists."""
+    folder = os.path.join(out_dir, MANIFEST_DIR)
+    if not os.path.isdir(folder):
+        return {}
+    out = {}
+    for fname in sorted(os.listdir(folder)):
+        if not fname.endswith(".json"):
+            continue
+        with open(os.path.join(folder, fname), encoding="utf-8") as f:
+            entry = json.load(f)
+        if os.path.exists(os.path.join(out_dir, entry["output"])):
+            out[entry["output"]] = entry
+    return out
+
+
+def mark_done(out_dir: str, shard: str, name: str, stats: dict) -> None:
+    """Add one manifest entry (atomically)."""
+    path = _entry_path(out_dir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"input": shard, "output": name, "time": time.time(), **stats}, f)
+    os.replace(tmp, path)
+
+
+def tmp_output(final: str, env: DistEnv, task: ArrayTask) -> str:
+    """The temporary name a process writes ``final`` under (never matches ``*.tar`` or ``*.json``)."""
+    return f"{final}.tmp-r{env.rank}-t{task.task_id}"
+
+
+def remove_stale_tmp(final: str) -> int:
+    """Delete leftover temporary outputs of ``final`` (from a killed run); return how many.
+
+    Safe because a shard has exactly one owner per layout: when its owner starts it, any
+    other ``<final>.tmp-*`` file is from a process that died.
+    """
+    n = 0
+    for path in glob.glob(glob.escape(final) + ".tmp-*"):
+        try:
+            os.remove(path)
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def forget(out_dir: str, name: str) -> None:
+    """Drop the manifest entry of output ``name`` (an ``overwrite`` redo starts as "incomplete")."""
+    try:
+        os.remove(_entry_path(out_dir, name))
+    except FileNotFoundError:
+        pass
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    mine: list
+    "Every shard this process owns."
+    todo: list
+    "Owned shards still to do (all of them with ``overwrite``)."
+    skipped: list
+    "Owned shards already complete (output and manifest entry both present)."
+
+
+def plan_shards(shards: Sequence[str], out_dir: str, env: DistEnv, task: ArrayTask, *,
+                overwrite: bool = False, name_fn: Callable[[str], str] = output_name) -> ShardPlan:
+    """This process's share of ``shards`` and which of it is left to do.
+
+    Args:
+        shards: the full, ordered input list (the same on every process).
+        out_dir: output folder holding the outputs and ``_manifest/``.
+        env, task: this process's place in the job (see :func:`assign_shards`).
+        overwrite: redo completed shards too.
+        name_fn: input shard → output file name (unique over ``shards``).
+    """
+    names = [name_fn(s) for s in shards]
+    if len(set(names)) != len(names):
+        raise ValueError("input shards share a base name, so their outputs would collide")
+    mine = assign_shards(shards, env.rank, env.world_size, task.task_id, task.task_count)
+    done = {} if overwrite else completed(out_dir)
+    todo = [s for s in mine if name_fn(s) not in done]
+    return ShardPlan(mine, todo, [s for s in mine if name_fn(s) in done])
+
+
+def commit_shard(out_dir: str, shard: str, tmp: str, name: str, stats: dict) -> str:
+    """Make a finished temporary output final: flush it to disk, rename it, add its manifest entry."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # a power cut after the rename must not leave a renamed but empty file
+    finally:
+        os.close(fd)
+    final = os.path.join(out_dir, name)
+    os.replace(tmp, final)
+    mark_done(out_dir, shard, name, stats)
+    return final
+
+
+def run_shard_job(shards: Sequence[str], out_dir: str, work: Callable[[str, str], dict], *,
+                  env: Optional[DistEnv] = None, task: Optional[ArrayTask] = None,
+                  name: str = "job") -> dict:
+    """Run ``work(input_shard, tmp_output_path) -> stats`` on this process's share of ``shards``.
+
+    Args:
+        shards: the full, ordered input list (the same on every process).
+        out_dir: output folder (created); outputs are named by :func:`output_name`.
+        work: writes one complete output to the path it is given and returns a JSON-able
+            dict of stats (e.g. ``{"samples": 1024}``).
+        env, task: this process's rank layout (default: :func:`dist_env`, :func:`array_task`).
+        name: used in log lines.
+
+    Returns:
+        ``{"assigned", "done", "skipped", "rank", "world_size", "task_id", "task_count"}``
+        plus the sum of every numeric stat of the shards done now.
+    """
+    env = env or dist_env()
+    task = task or array_task()
+    names = [output_name(s) for s in shards]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name}: input shards share a base name, so their outputs would collide")
+    mine = assign_shards(shards, env.rank, env.world_size, task.task_id, task.task_count)
+    os.makedirs(out_dir, exist_ok=True)
+    done_before = completed(out_dir)
+    totals: dict[str, float] = {}
+    n_done = n_skipped = 0
+    for shard in mine:
+        out_name = output_name(shard)
+        if out_name in done_before:
+            n_skipped += 1
+            continue
+        final = os.path.join(out_dir, out_name)
+        tmp = tmp_output(final, env, task)
+        t0 = time.time()
+        stats = dict(work(shard, tmp) or {})
+        os.replace(tmp, final)
+        stats["seconds"] = round(time.time() - t0, 3)
+        mark_done(out_dir, shard, out_name, stats)
+        for k, v in stats.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                totals[k] = totals.get(k, 0) + v
+        n_done += 1
+        log.info("%s: %s → %s (%d/%d)", name, shard, final, n_done + n_skipped, len(mine))
+    return {"assigned": len(mine), "done": n_done, "skipped": n_skipped, "rank": env.rank,
+            "world_size": env.world_size, "task_id": task.task_id, "task_count": task.task_count, **totals}

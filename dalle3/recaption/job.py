@@ -1,0 +1,274 @@
+"""Stage ``recaption`` (``dalle3-recaption``): caption every training shard with SSC and DSC captioners.
+
+The same command runs on 1 process, under ``torchrun --nproc_per_node=N``, under
+``srun`` and as a SLURM job array. No process group is created: each process reads its
+place from :func:`dalle3.dist.env.dist_env` / :func:`array_task`, takes its shards with
+:func:`dalle3.data.offline.plan_shards` (a pure function of rank, world size and the
+shard list, minus completed shards), and works alone, so a dead rank never blocks
+another and a rerun finishes whatever is left.
+
+Per rank: DataLoader workers read and decode whole shards (:mod:`dalle3.recaption.data`)
+while the main process runs both captioners on each batch (each image decoded once)
+and appends every sample, captioned or not, to that shard's temporary output
+(:mod:`dalle3.recaption.writer`). When a shard's last sample is written and the counts
+match, the output is renamed into place and its manifest entry written
+(:func:`dalle3.data.offline.commit_shard`); a shard that cannot be read is recorded under
+``_manifest/_failed/`` and skipped. Summaries: :mod:`dalle3.recaption.summary`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+from dalle3.config.recaption import RECAPTION_MODES, RECAPTION_PRECISIONS
+from dalle3.config.validate import ConfigError, check_choice, check_positive, validate_shards
+from dalle3.data.offline import MANIFEST_DIR, ShardPlan, commit_shard, completed, forget, output_name, \
+    plan_shards, remove_stale_tmp, tmp_output
+from dalle3.data.sidecar import sidecar_name
+from dalle3.dist.env import ArrayTask, DistEnv, array_task, dist_env
+from dalle3.recaption.summary import merge_and_write, rank_file, write_json
+from dalle3.utils.logging import get_logger
+
+log = get_logger("dalle3.recaption")
+KINDS = ("ssc", "dsc")
+
+
+def output_name_fn(mode: str):
+    """Input shard → output file name: the shard's base name, or its sidecar's name."""
+    return output_name if mode == "shards" else sidecar_name
+
+
+def validate_recaption(cfg: Any) -> list[str]:
+    """Check ``cfg.recaption`` before any heavy work (one-line ``ConfigError``); return the input shards."""
+    rc = cfg.recaption
+    check_choice("recaption.mode", rc.mode, RECAPTION_MODES)
+    check_choice("recaption.precision", str(rc.precision), RECAPTION_PRECISIONS)
+    check_choice("recaption.device", rc.device, ("auto", "cpu", "cuda"))
+    check_choice("recaption.decode.mode", rc.decode.mode, ("greedy", "beam", "sample"))
+    check_positive("recaption.batch_size", rc.batch_size)
+    check_positive("recaption.decode.max_new_tokens", rc.decode.max_new_tokens)
+    check_positive("recaption.prefetch_factor", rc.prefetch_factor)
+    if rc.num_workers < 0:
+        raise ConfigError(f"recaption.num_workers={rc.num_workers} must be >= 0")
+    if not (rc.ssc or rc.dsc):
+        raise ConfigError("recaption.ssc and recaption.dsc are both null; allowed: at least one captioner export")
+    for kind in KINDS:
+        folder = getattr(rc, kind)
+        if folder and not (Path(folder) / "captioner.json").is_file():
+            raise ConfigError(f"recaption.{kind}={folder!r} is not a captioner export (no captioner.json); allowed: "
+                              f"the export of `dalle3-train stage=captioner_finetune captioner.target={kind}`, or null")
+    shards = validate_shards("recaption.input_shards", rc.input_shards)
+    out = os.path.realpath(rc.out_dir)
+    if rc.mode == "shards" and any(os.path.dirname(os.path.realpath(s)) == out for s in shards):
+        raise ConfigError(f"recaption.out_dir={rc.out_dir!r} holds input shards, which mode=shards would overwrite; "
+                          "allowed: another folder, or recaption.mode=sidecar")
+    return shards
+
+
+def pick_device(setting: str, env: DistEnv):
+    import torch
+
+    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
+
+
+def load_generators(rc: Any, device) -> tuple[dict, int]:
+    """``({kind: CaptionGenerator}, input image side)`` for the configured captioner exports."""
+    from dalle3.captioner.export import load_exported
+    from dalle3.captioner.generate import CaptionGenerator, DecodeOptions
+
+    opts = DecodeOptions.from_config(rc.decode)
+    generators, sizes = {}, {}
+    for kind in KINDS:
+        if getattr(rc, kind):
+            captioner = load_exported(getattr(rc, kind), device)
+            generators[kind] = CaptionGenerator(captioner.model, captioner.tokenizer, opts)
+            size = captioner.model_cfg["vision_cfg"]["image_size"]
+            sizes[kind] = int(size if isinstance(size, int) else size[0])
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"the captioners take different image sizes {sizes}; allowed: one size, so that each "
+                          "image is decoded once")
+    return generators, next(iter(sizes.values()))
+
+
+class Recaptioner:
+    """Main-process side: caption chunks as they arrive and write, commit or abandon shard outputs."""
+
+    def __init__(self, generators: dict, rc: Any, env: DistEnv, task: ArrayTask, device):
+        import torch
+
+        self.generators, self.rc, self.env, self.task, self.device = generators, rc, env, task, device
+        self.name_fn = output_name_fn(rc.mode)
+        self.open: dict[str, Any] = {}
+        self.started: dict[str, float] = {}
+        self.done: list[dict] = []
+        self.failed_shards: list[dict] = []
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(rc.precision))
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+
+    def writer(self, shard: str):
+        from dalle3.recaption.writer import SidecarOutput, TarOutput
+
+        if shard not in self.open:
+            final = os.path.join(self.rc.out_dir, self.name_fn(shard))
+            remove_stale_tmp(final)  # left by a killed run; this process owns the shard now
+            if self.rc.overwrite:
+                forget(self.rc.out_dir, self.name_fn(shard))  # a crash mid-redo must leave it "incomplete"
+            tmp = tmp_output(final, self.env, self.task)
+            self.open[shard] = (TarOutput if self.rc.mode == "shards" else SidecarOutput)(tmp)
+            self.started[shard] = time.time()
+        return self.open[shard]
+
+    def caption(self, images) -> dict[str, list[str]]:
+        import torch
+
+        images = images.to(self.device, non_blocking=True)
+        with torch.inference_mode(), self.autocast():
+            return {kind: gen(images) for kind, gen in self.generators.items()}
+
+    def add_chunk(self, chunk) -> int:
+        """Caption one chunk and write all of its samples; return the number captioned."""
+        out = self.writer(chunk.shard)
+        captions = self.caption(chunk.images) if chunk.images is not None else {}
+        by_row = {row: i for i, row in enumerate(chunk.rows)}
+        for j, sample in enumerate(chunk.samples):
+            i = by_row.get(j)
+            out.add(sample, None if i is None else {kind: texts[i] for kind, texts in captions.items()})
+        return len(chunk.rows)
+
+    def end_shard(self, end) -> None:
+        """Commit a finished shard, or record it as unreadable and throw its partial output away."""
+        if end.error is not None:
+            self.abandon(end.shard)
+            self.record_failure(end.shard, end.error)
+            return
+        out = self.writer(end.shard)  # an empty shard still gets its (empty) output
+        del self.open[end.shard]
+        out.close()
+        if out.samples != end.input_samples:  # cannot happen unless the code is wrong: never commit it
+            os.remove(out.path)
+            self.record_failure(end.shard, f"wrote {out.samples} samples of the {end.input_samples} read")
+            return
+        name = self.name_fn(end.shard)
+        stats = {"mode": self.rc.mode, "input_samples": end.input_samples, **out.stats(),
+                 "ignored_members": end.ignored_members, "rank": self.env.rank, "task_id": self.task.task_id,
+                 "captioners": {k: getattr(self.rc, k) for k in self.generators},
+                 "seconds": round(time.time() - self.started.pop(end.shard, time.time()), 3)}
+        commit_shard(self.rc.out_dir, end.shard, out.path, name, stats)
+        self.clear_failure(name)
+        self.done.append(stats)
+
+    def abandon(self, shard: str) -> None:
+        out = self.open.pop(shard, None)
+        self.started.pop(shard, None)
+        if out is not None:
+            out.close()
+            if os.path.exists(out.path):
+                os.remove(out.path)
+
+    def abandon_all(self) -> None:
+        for shard in list(self.open):
+            self.abandon(shard)
+
+    def record_failure(self, shard: str, error: str) -> None:
+        log.error("recaption: shard %s is unreadable and was skipped: %s", shard, error)
+        entry = {"input": shard, "error": error, "rank": self.env.rank, "task_id": self.task.task_id,
+                 "time": time.time()}
+        write_json(os.path.join(self.rc.out_dir, MANIFEST_DIR, "_failed", self.name_fn(shard) + ".json"), entry)
+        self.failed_shards.append({"shard": shard, "error": error})
+
+    def clear_failure(self, name: str) -> None:
+        path = os.path.join(self.rc.out_dir, MANIFEST_DIR, "_failed", name + ".json")
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def make_loader(plan: ShardPlan, rc: Any, image_size: int):
+    from torch.utils.data import DataLoader
+
+    from dalle3.recaption.data import RecaptionSource
+
+    source = RecaptionSource(plan.todo, image_size, rc.batch_size, rc.max_pixels)
+    workers = min(rc.num_workers, len(plan.todo))  # a worker owns whole shards
+    return DataLoader(source, batch_size=None, num_workers=workers,
+                      prefetch_factor=rc.prefetch_factor if workers else None,
+                      pin_memory=False, persistent_workers=False)
+
+
+def process(plan: ShardPlan, rc: Any, env: DistEnv, task: ArrayTask) -> tuple[Recaptioner, int]:
+    """Caption every shard in ``plan.todo``; return the recaptioner (its records) and images captioned."""
+    import torch
+    from tqdm import tqdm
+
+    from dalle3.recaption.data import ShardEnd
+
+    if rc.threads:
+        torch.set_num_threads(int(rc.threads))
+    device = pick_device(rc.device, env)
+    generators, image_size = load_generators(rc, device)
+    job = Recaptioner(generators, rc, env, task, device)
+    bar = tqdm(unit="img", desc=f"recaption t{task.task_id} r{env.rank}", position=env.local_rank,
+               disable=not rc.progress_bar, dynamic_ncols=True, mininterval=1.0)
+    n = 0
+    try:
+        for item in make_loader(plan, rc, image_size):
+            if isinstance(item, ShardEnd):
+                job.end_shard(item)
+                bar.set_postfix(shards=f"{len(job.done) + len(job.failed_shards)}/{len(plan.todo)}")
+            else:
+                captioned = job.add_chunk(item)
+                n += captioned
+                bar.update(captioned)
+    finally:
+        job.abandon_all()  # only after an exception: a normal end has committed every shard
+        bar.close()
+    return job, n
+
+
+def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task: ArrayTask,
+                 started: float, finished: float, captioned: int) -> dict:
+    failed: dict[str, int] = {}
+    for stats in job.done if job else []:
+        for reason, count in stats["failed"].items():
+            failed[reason] = failed.get(reason, 0) + count
+    done = job.done if job else []
+    wall = finished - started
+    return {"rank": env.rank, "world_size": env.world_size, "task_id": task.task_id, "task_count": task.task_count,
+            "source": env.source, "host": socket.gethostname(), "pid": os.getpid(),
+            "assigned": len(plan.mine), "done": len(done), "skipped": len(plan.skipped),
+            "failed_shards": job.failed_shards if job else [],
+            "input_samples": sum(s["input_samples"] for s in done),
+            "output_samples": sum(s["output_samples"] for s in done),
+            "captioned": captioned, "failed": failed, "started": started, "finished": finished,
+            "wall_s": round(wall, 3), "images_per_s": round(captioned / wall, 2) if wall > 0 else 0.0}
+
+
+def run(cfg: Any) -> dict:
+    """Recaption this process's share of ``recaption.input_shards``; return its summary.
+
+    The return value is this rank's summary plus ``"job"``: the merged summary of every
+    rank's latest attempt (also written to ``<out_dir>/summary.json``).
+    """
+    shards = validate_recaption(cfg)
+    rc = cfg.recaption
+    started = time.time()
+    env, task = dist_env(use_torch=False), array_task()
+    name_fn = output_name_fn(rc.mode)
+    os.makedirs(rc.out_dir, exist_ok=True)
+    plan = plan_shards(shards, rc.out_dir, env, task, overwrite=rc.overwrite, name_fn=name_fn)
+    log.info("recaption: task %d/%d rank %d/%d owns %d of %d shards, %d already done", task.task_id,
+             task.task_count, env.rank, env.world_size, len(plan.mine), len(shards), len(plan.skipped))
+    job, captioned = process(plan, rc, env, task) if plan.todo else (None, 0)
+    mine = rank_summary(plan, job, env, task, started, time.time(), captioned)
+    write_json(rank_file(rc.out_dir, task.task_id, env.rank), mine)
+    names = {name_fn(s) for s in shards}
+    merged = merge_and_write(rc.out_dir, env.world_size, task.task_count, len(shards),
+                             lambda: len(names & set(completed(rc.out_dir))))
+    log.info("recaption: rank done: %s", json.dumps({k: v for k, v in mine.items() if k != "failed_shards"}))
+    return {"out_dir": str(rc.out_dir), "mode": rc.mode, **mine, "job": merged}

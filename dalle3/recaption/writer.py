@@ -1,0 +1,129 @@
+"""Output side of the recaption job: one writer per shard in flight, to a temporary file.
+
+* :class:`TarOutput` (``mode=shards``): the input sample's members, in order and byte for
+  byte, except that the JSON gets ``ssc``/``dsc`` fields and ``{key}.ssc.txt`` /
+  ``{key}.dsc.txt`` members are added after the sample's other members (an older
+  synthetic caption member of the same kind is replaced). Samples that could not be
+  captioned are copied unchanged.
+* :class:`SidecarOutput` (``mode=sidecar``): one JSON line per input sample
+  (:mod:`dalle3.data.sidecar`).
+
+Both count what they wrote, for the shard's manifest entry: output samples,
+captioned samples, failed samples by reason, and every failure with key and reason.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from typing import Optional
+
+from dalle3.recaption.data import RawSample
+
+TAR_MTIME = 946684800
+"Fixed member mtime (2000-01-01): the same input and captions give the same bytes."
+
+
+def recaptioned_json(data: bytes, captions: dict[str, str]) -> Optional[bytes]:
+    """The JSON member with the synthetic captions set; ``None`` when it is not a JSON object.
+
+    A differing caption already in the JSON (e.g. the synthetic world's ground truth)
+    is kept as ``orig_<kind>``, so recaptioning never destroys information.
+    """
+    try:
+        meta = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    for kind, text in captions.items():
+        old = meta.get(kind)
+        if isinstance(old, str) and old != text and f"orig_{kind}" not in meta:
+            meta[f"orig_{kind}"] = old
+        meta[kind] = text
+    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+
+
+class ShardOutput:
+    """Bookkeeping shared by both writers."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.samples = self.captioned = self.json_untouched = 0
+        self.failed: Counter[str] = Counter()
+        self.errors: list[dict] = []
+
+    def add(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
+        """Write one sample; ``captions`` is ``{"ssc": ..., "dsc": ...}``, or ``None`` for a failed sample."""
+        self.samples += 1
+        if captions is None:
+            reason, detail = sample.error or ("not_captioned", "")
+            self.failed[reason] += 1
+            self.errors.append({"key": sample.key, "reason": reason, "detail": detail})
+        else:
+            self.captioned += 1
+        self.write(sample, captions)
+
+    def write(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        return {"output_samples": self.samples, "captioned": self.captioned, "failed": dict(self.failed),
+                "errors": self.errors, "json_untouched": self.json_untouched}
+
+
+class TarOutput(ShardOutput):
+    """Write an img2dataset-layout shard (see the module docstring)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.tar = tarfile.open(path, "w")
+
+    def _add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def write(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
+        if captions is None:
+            for name, _, data in sample.members:
+                self._add(name, data)
+            return
+        replaced = {f"{kind}.txt" for kind in captions}
+        for name, suffix, data in sample.members:
+            if suffix in replaced:
+                continue  # an older synthetic caption: the new one is added below
+            if suffix == "json":
+                new = recaptioned_json(data, captions)
+                if new is None:
+                    self.json_untouched += 1
+                data = data if new is None else new
+            self._add(name, data)
+        for kind, text in captions.items():
+            self._add(f"{sample.key}.{kind}.txt", text.encode("utf-8"))
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+class SidecarOutput(ShardOutput):
+    """Write the shard's caption sidecar (:mod:`dalle3.data.sidecar`)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.file = open(path, "w", encoding="utf-8")
+
+    def write(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
+        entry: dict = {"key": sample.key}
+        if captions is None:
+            entry["error"] = (sample.error or ("not_captioned", ""))[0]
+        else:
+            entry.update(captions)
+        self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.file.close()

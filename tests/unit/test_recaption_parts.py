@@ -1,0 +1,180 @@
+"""The recaption job's pure parts: shard planning, output rewriting, sidecars, summaries, config checks."""
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dalle3.config import ConfigError, compose
+from dalle3.data.offline import commit_shard, plan_shards, remove_stale_tmp, tmp_output
+from dalle3.data.pipeline import build_pipeline
+from dalle3.data.sidecar import read_sidecar, sidecar_name
+from dalle3.dist.env import ArrayTask, DistEnv
+from dalle3.recaption.data import RawSample, RecaptionSource, ShardEnd, read_raw_samples
+from dalle3.recaption.job import validate_recaption
+from dalle3.recaption.summary import merge
+from dalle3.recaption.writer import SidecarOutput, TarOutput
+from helpers.shards import BAD_REASON, malicious_pickle, sample_key, write_shard
+
+
+def _shards(n: int) -> list[str]:
+    return [f"/data/train/{i:05d}.tar" for i in range(n)]
+
+
+@pytest.mark.parametrize("n_shards, world, tasks", [
+    (7, 1, 1), (7, 2, 1), (7, 3, 1), (3, 8, 1), (11, 2, 4), (5, 4, 2), (1, 3, 1)])
+def test_every_shard_has_exactly_one_owner(tmp_path, n_shards, world, tasks):
+    shards = _shards(n_shards)
+    owners: dict[str, list] = {s: [] for s in shards}
+    for t in range(tasks):
+        for r in range(world):
+            plan = plan_shards(shards, str(tmp_path), DistEnv(rank=r, world_size=world), ArrayTask(t, tasks))
+            assert plan.todo == plan.mine and plan.skipped == []
+            for s in plan.mine:
+                owners[s].append((t, r))
+    assert all(len(o) == 1 for o in owners.values()), owners
+    loads = [sum(1 for o in owners.values() if o[0] == (t, r)) for t in range(tasks) for r in range(world)]
+    assert max(loads) - min(loads) <= 1  # more readers than shards: some own nothing, none owns two
+
+
+def test_completed_shards_are_skipped_unless_overwrite(tmp_path):
+    shards = _shards(4)
+    out = str(tmp_path)
+    tmp = tmp_output(os.path.join(out, "00002.tar"), DistEnv(), ArrayTask())
+    Path(tmp).write_bytes(b"x")
+    commit_shard(out, shards[2], tmp, "00002.tar", {"input_samples": 1, "output_samples": 1})
+    (tmp_path / "00003.tar").write_bytes(b"renamed, then killed before its manifest entry")
+    plan = plan_shards(shards, out, DistEnv(), ArrayTask())
+    assert plan.skipped == [shards[2]] and plan.todo == [shards[0], shards[1], shards[3]]
+    assert plan_shards(shards, out, DistEnv(), ArrayTask(), overwrite=True).todo == shards
+    sidecars = plan_shards(shards, out, DistEnv(), ArrayTask(), name_fn=sidecar_name)
+    assert sidecars.todo == shards  # another output kind is tracked by its own names
+
+
+def test_stale_tmp_files_of_one_shard_are_removed(tmp_path):
+    final = str(tmp_path / "00001.tar")
+    for suffix in ("tmp-r0-t0", "tmp-r3-t1"):
+        Path(f"{final}.{suffix}").write_bytes(b"partial")
+    Path(tmp_path / "00010.tar.tmp-r0-t0").write_bytes(b"another shard's")
+    assert remove_stale_tmp(final) == 2
+    assert sorted(os.listdir(tmp_path)) == ["00010.tar.tmp-r0-t0"]
+
+
+def _members(path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def test_tar_output_keeps_every_member_and_adds_the_captions(tmp_path):
+    meta = {"caption": "alt", "ssc": "truth short"}
+    good = RawSample("k1", [("k1.png", "png", b"PNGDATA"), ("k1.json", "json", json.dumps(meta).encode()),
+                            ("k1.pyd", "pyd", b"\x80\x04pickle"), ("k1.ssc.txt", "ssc.txt", b"old")])
+    bad = RawSample("k2", [("k2.png", "png", b""), ("k2.json", "json", b"{broken")], error=("empty_image", ""))
+    nojson = RawSample("k3", [("k3.jpg", "jpg", b"J"), ("k3.json", "json", b"[1]")])
+    out = TarOutput(str(tmp_path / "o.tar"))
+    out.add(good, {"ssc": "new short", "dsc": "new long"})
+    out.add(bad, None)
+    out.add(nojson, {"ssc": "s3", "dsc": "d3"})
+    out.close()
+    members = _members(tmp_path / "o.tar")
+    assert [n for n, _ in members] == ["k1.png", "k1.json", "k1.pyd", "k1.ssc.txt", "k1.dsc.txt",
+                                       "k2.png", "k2.json", "k3.jpg", "k3.json", "k3.ssc.txt", "k3.dsc.txt"]
+    data = dict(members)
+    assert data["k1.png"] == b"PNGDATA" and data["k1.pyd"] == b"\x80\x04pickle"  # copied, never interpreted
+    assert data["k1.ssc.txt"] == b"new short" and data["k1.dsc.txt"] == b"new long"
+    assert json.loads(data["k1.json"]) == {"caption": "alt", "ssc": "new short", "dsc": "new long",
+                                           "orig_ssc": "truth short"}
+    assert data["k2.json"] == b"{broken" and data["k3.json"] == b"[1]"  # untouched
+    assert out.stats() == {"output_samples": 3, "captioned": 2, "failed": {"empty_image": 1},
+                           "errors": [{"key": "k2", "reason": "empty_image", "detail": ""}], "json_untouched": 1}
+
+
+def test_sidecar_is_joined_into_samples_by_the_data_layer(tmp_path):
+    shard = tmp_path / "in" / "00007.tar"
+    shard.parent.mkdir()
+    keys = write_shard(shard, 7, 4, size=32, bad={3: "empty"})
+    side = tmp_path / "side"
+    side.mkdir()
+    out = SidecarOutput(str(side / sidecar_name(str(shard))))
+    for i, key in enumerate(keys):
+        out.add(RawSample(key), {"ssc": f"gen s {i}", "dsc": f"gen d {i}"})
+    out.add(RawSample(sample_key(7, 3), error=("empty_image", "")), None)
+    out.close()
+    assert read_sidecar(out.path)[sample_key(7, 3)] == {"key": sample_key(7, 3), "error": "empty_image"}
+    samples = list(build_pipeline([str(shard)], image_size=32, sidecar_dir=str(side)))
+    assert [(s["key"], s["ssc"], s["dsc"]) for s in samples] == \
+        [(k, f"gen s {i}", f"gen d {i}") for i, k in enumerate(keys)]
+    plain = list(build_pipeline([str(shard)], image_size=32, sidecar_dir=str(tmp_path / "none")))
+    assert [s["dsc"] for s in plain] == [f"dsc {k}" for k in keys]  # no sidecar: the shard's own captions
+
+
+def test_reader_records_every_kind_of_bad_sample(tmp_path):
+    kinds = {1: "truncated", 2: "empty", 3: "no_image", 4: "huge"}
+    shard = tmp_path / "00009.tar"
+    marker = tmp_path / "pwned"
+    write_shard(shard, 9, 7, size=32, bad=kinds,
+                extra_members={5: {"png": b"plain text, not an image"}, 6: {"pyd": malicious_pickle(marker)}})
+    items = list(RecaptionSource([str(shard)], image_size=32, batch_size=4))
+    end = items[-1]
+    assert isinstance(end, ShardEnd) and end.error is None and end.input_samples == 7
+    samples = [s for item in items[:-1] for s in item.samples]
+    assert [s.key for s in samples] == [sample_key(9, i) for i in range(7)]
+    reasons = {s.key: s.error[0] for s in samples if s.error}
+    expected = {sample_key(9, i): BAD_REASON[k] for i, k in kinds.items()} | {sample_key(9, 5): "bad_image"}
+    assert reasons == expected
+    assert sum(item.images.shape[0] for item in items[:-1] if item.images is not None) == 2
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["not_a_tar", "truncated", "empty_file"])
+def test_an_unreadable_shard_ends_with_an_error(tmp_path, damage):
+    shard = tmp_path / "00001.tar"
+    write_shard(shard, 1, 6, size=32)
+    data = shard.read_bytes()
+    shard.write_bytes({"not_a_tar": b"hello, I am not a tar" * 50, "truncated": data[: len(data) // 2],
+                       "empty_file": b""}[damage])
+    end = list(RecaptionSource([str(shard)], image_size=32, batch_size=4))[-1]
+    assert isinstance(end, ShardEnd) and end.error, end
+    with pytest.raises(Exception):
+        list(read_raw_samples(str(shard), {}))
+
+
+def test_merged_summary_adds_ranks_and_measures_the_span():
+    ranks = [{"rank": r, "world_size": 2, "task_id": 0, "task_count": 1, "assigned": 2, "done": 2 - r, "skipped": r,
+              "input_samples": 10, "output_samples": 10, "captioned": 9, "failed": {"bad_image": 1},
+              "failed_shards": [{"shard": "x", "error": "e"}] if r else [], "started": 100.0 + r,
+              "finished": 110.0 + 2 * r, "images_per_s": 9 / (10 + r)} for r in range(2)]
+    merged = merge(ranks, total_shards=4, completed=4)
+    assert merged["complete"] and merged["ranks_reported"] == merged["ranks_expected"] == 2
+    assert (merged["shards_done"], merged["shards_skipped"], merged["samples_captioned"]) == (3, 1, 18)
+    assert merged["samples_failed"] == {"bad_image": 2} and merged["shards_failed"] == [{"shard": "x", "error": "e"}]
+    assert merged["wall_s"] == 12.0 and merged["images_per_s"] == 1.5
+    assert set(merged["images_per_s_per_rank"]) == {"task0-rank0", "task0-rank1"}
+
+
+def _export(folder: Path) -> str:
+    folder.mkdir(parents=True)
+    (folder / "captioner.json").write_text("{}")
+    return str(folder)
+
+
+def test_config_composes_and_bad_values_fail_with_one_line(tmp_path):
+    shards = tmp_path / "in"
+    shards.mkdir()
+    write_shard(shards / "00000.tar", 0, 2, size=32)
+    base = [f"recaption.input_shards={shards}", f"recaption.ssc={_export(tmp_path / 's')}",
+            f"recaption.dsc={_export(tmp_path / 'd')}", f"recaption.out_dir={tmp_path / 'out'}", "stage=recaption"]
+    assert validate_recaption(compose(base)) == [str(shards / "00000.tar")]
+    assert compose(["stage=ldm"]).recaption.out_dir == compose(["stage=recaption"]).recaption.out_dir
+    for extra, words in [(["recaption.mode=copy"], "recaption.mode"),
+                         ([f"recaption.dsc={tmp_path / 'nothing'}"], "recaption.dsc"),
+                         (["recaption.ssc=null", "recaption.dsc=null"], "both null"),
+                         ([f"recaption.out_dir={shards}"], "would overwrite"),
+                         (["recaption.batch_size=0"], "recaption.batch_size")]:
+        with pytest.raises(ConfigError) as err:
+            validate_recaption(compose(base + extra))
+        assert words in str(err.value) and "\n" not in str(err.value)
+    validate_recaption(compose(base + [f"recaption.out_dir={shards}", "recaption.mode=sidecar"]))  # allowed
