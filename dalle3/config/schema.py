@@ -91,7 +91,7 @@ class DataConfig:
     num_workers: int = 2
     "DataLoader workers per rank."
     epoch_samples: int = 8192
-    "Samples per rank-epoch with resampled shards (fixed length, so ranks never hang)."
+    "Samples per epoch over all ranks (each rank yields epoch_samples // world // per-device batch batches: fixed length, so ranks never hang)."
     resampled: bool = True
     "Draw shards with replacement per worker (no starvation with uneven shard counts)."
     shuffle_buffer: int = 1000
