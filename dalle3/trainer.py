@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dalle3.config.validate import ConfigError, validate_trainer
+from dalle3.config.validate import ConfigError, per_device_batch, validate_trainer
 from dalle3.dist.strategy import build_strategy, is_deepspeed, wants_cpu
 from dalle3.utils.logging import get_logger
 
@@ -50,9 +50,9 @@ def build_trainer(cfg: Any, callbacks: Sequence[Callback] = (), **overrides: Any
         overrides: keyword arguments passed to ``L.Trainer`` last (tests, benchmarks).
     """
     t = cfg.trainer
-    validate_trainer(t)
+    world = validate_trainer(t)
     run_dir = Path(cfg.paths.run_dir)
-    strategy = build_strategy(t)
+    strategy = build_strategy(t, per_device_batch(cfg.data.global_batch_size, world))
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(cfg), filename="step{step:07d}", auto_insert_metric_name=False,
                            every_n_train_steps=t.ckpt_every_n_steps, save_last=True, save_top_k=1)
     kwargs: dict = dict(

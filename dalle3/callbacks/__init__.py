@@ -1,4 +1,6 @@
 """Training side effects, one callback per file."""
 from dalle3.callbacks.data_stats import DataStats
+from dalle3.callbacks.ema import EMA
+from dalle3.callbacks.sample_images import SampleImages
 
-__all__ = ["DataStats"]
+__all__ = ["DataStats", "EMA", "SampleImages"]

@@ -66,13 +66,13 @@ class VAEConfig:
     "Folder of the AutoencoderKL that latents/ldm/generate use (the vae stage writes it), or a hub name."
     subfolder: Optional[str] = None
     "Subfolder of `pretrained` (vae in a Stable Diffusion folder)."
-    block_out_channels: List[int] = field(default_factory=lambda: [32, 64, 64])
+    block_out_channels: List[int] = field(default_factory=lambda: [16, 32, 64])
     "vae stage: channels per level; len-1 downsamplings (3 levels: 4x)."
     layers_per_block: int = 1
     "vae stage: ResNet layers per block."
     latent_channels: int = 4
     "vae stage: latent channels."
-    norm_num_groups: int = 16
+    norm_num_groups: int = 8
     "vae stage: GroupNorm groups (must divide every width)."
 
 

@@ -158,6 +158,14 @@ class RootConfig:
     "Which stage the entry point runs (see conf/stage/)."
     seed: int = 0
     "Global seed for model init and sampling."
+    prompt: Optional[str] = None
+    "`dalle3-generate prompt=...`: the prompt (null: ldm.generate.prompt)."
+    n: Optional[int] = None
+    "`dalle3-generate n=...`: images to generate (null: ldm.generate.n)."
+    guidance: Optional[float] = None
+    "`dalle3-generate guidance=...`: classifier-free guidance scale (null: ldm.generate.guidance)."
+    steps: Optional[int] = None
+    "`dalle3-generate steps=...`: sampler steps (null: ldm.generate.steps)."
     paths: PathsConfig = field(default_factory=PathsConfig)
     "Folders."
     world: WorldConfig = field(default_factory=WorldConfig)

@@ -67,11 +67,14 @@ def deepspeed_config(trainer_cfg: Any) -> dict:
     return {"zero_optimization": zero, "zero_allow_untested_optimizer": True}
 
 
-def build_strategy(trainer_cfg: Any) -> Union[str, Strategy]:
+def build_strategy(trainer_cfg: Any, micro_batch: Optional[int] = None) -> Union[str, Strategy]:
     """Return the strategy for ``trainer.strategy`` (auto | ddp | deepspeed).
 
     Args:
         trainer_cfg: the ``trainer`` block (``TrainerConfig`` or its DictConfig).
+        micro_batch: the per-device batch. DeepSpeed needs it in its config: Lightning
+            otherwise reads it from the DataLoader's batch sampler, which our shard
+            loaders (batched inside the workers) do not have.
     """
     name = trainer_cfg.strategy
     world = trainer_cfg.devices * trainer_cfg.num_nodes
@@ -79,6 +82,8 @@ def build_strategy(trainer_cfg: Any) -> Union[str, Strategy]:
     if name == "deepspeed":
         cls = CPUDeepSpeedStrategy if wants_cpu(trainer_cfg) else DeepSpeedStrategy
         kwargs: dict = {"config": deepspeed_config(trainer_cfg)}
+        if micro_batch:
+            kwargs["config"]["train_micro_batch_size_per_gpu"] = int(micro_batch)
         if wants_cpu(trainer_cfg):
             kwargs["process_group_backend"] = "gloo"
         return cls(**kwargs)

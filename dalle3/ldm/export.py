@@ -1,0 +1,37 @@
+"""Export the trained parts as a folder in diffusers' format (``model_index.json`` + parts)."""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from torch import nn
+
+
+def export_pipeline(folder: str, *, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer: Any,
+                    noise_cfg: Any) -> str:
+    """Save a ``StableDiffusionPipeline`` that diffusers loads with none of our code.
+
+    Args:
+        folder: output folder (replaced atomically: written beside it, then renamed).
+        unet, vae, text_encoder, tokenizer: the parts (pass the EMA U-Net for sampling).
+        noise_cfg: a ``NoiseConfig``; the pipeline gets a DDIM scheduler with its betas
+            and prediction type.
+
+    Returns:
+        The folder.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    from dalle3.ldm.model import build_sampler
+
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=build_sampler(noise_cfg, "ddim"), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    tmp = f"{folder.rstrip('/')}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.rename(tmp, folder)
+    return folder

@@ -1,0 +1,135 @@
+"""``LatentDiffusionModule``: the ldm stage's task (batch → latents, text → noise-prediction loss).
+
+Only the U-Net is a registered child. The frozen text encoder and VAE are held by
+:class:`dalle3.dist.zero.Unpartitioned`, so DeepSpeed ZeRO-3 never partitions them and
+checkpoints hold only what trains (the parts are reloaded from their folders).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from dalle3.dist.zero import Unpartitioned
+from dalle3.ldm import losses
+from dalle3.ldm.model import LDMParts, build_sampler, encode_prompts
+
+
+class LatentDiffusionModule(pl.LightningModule):
+    """Text-to-image diffusion in latent space.
+
+    Batches carry either ``latent`` (precomputed VAE moments [B, 2C, h, w]) or ``image``
+    ([B, 3, H, W] in [0, 1], encoded on the fly), plus ``caption`` (list of str).
+
+    Args:
+        cfg: the ``ldm`` block (``train``, ``noise``, ``sample``).
+        parts: from :func:`dalle3.ldm.model.build_parts`.
+    """
+
+    def __init__(self, cfg: Any, parts: LDMParts):
+        super().__init__()
+        self.cfg = cfg
+        self.unet = parts.unet
+        self.noise_scheduler = parts.noise_scheduler
+        self.tokenizer = parts.tokenizer
+        self.text_encoder = Unpartitioned(parts.text_encoder)
+        self.vae = Unpartitioned(parts.vae)
+        self.scaling_factor = float(parts.vae.config.scaling_factor)
+        if cfg.train.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.losses: list[float] = []
+        "Training loss of every step (this rank), for summaries and tests."
+
+    # -- frozen parts follow the trainer's device ---------------------------------
+    def on_fit_start(self) -> None:
+        self.text_encoder.to(self.device)
+        self.vae.to(self.device)
+
+    on_validation_start = on_predict_start = on_fit_start
+
+    # -- batch → model inputs --------------------------------------------------------
+    @torch.no_grad()
+    def latents_of(self, batch: dict) -> torch.Tensor:
+        """Scaled latents: sampled from precomputed moments, or encoded from images now."""
+        if "latent" in batch:
+            mean, logvar = batch["latent"].float().chunk(2, dim=1)
+            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+            z = mean + std * torch.randn_like(mean)
+        else:
+            vae = self.vae.module
+            z = vae.encode(batch["image"].to(vae.dtype) * 2 - 1).latent_dist.sample().float()
+        return z * self.scaling_factor
+
+    @torch.no_grad()
+    def context_of(self, captions: Sequence[str], dropout: float = 0.0) -> torch.Tensor:
+        """Text features; with probability ``dropout`` a caption becomes "" (for guidance)."""
+        captions = list(captions)
+        if dropout > 0:
+            drop = torch.rand(len(captions)) < dropout
+            captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        return encode_prompts(self.tokenizer, self.text_encoder.module, captions)
+
+    def diffusion_loss(self, batch: dict, dropout: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The training objective of one batch (noise, timesteps and target per ``cfg.noise``)."""
+        latents = self.latents_of(batch)
+        context = self.context_of(batch["caption"], dropout)
+        t_cfg = self.cfg.train
+        noise = losses.sample_noise(latents, t_cfg.offset_noise, generator)
+        n_steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, n_steps, (latents.shape[0],), generator=generator).to(latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        dtype = next(self.unet.parameters()).dtype  # bf16/fp16 under DeepSpeed's "true" precisions
+        pred = self.unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype)).sample
+        target = losses.diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        weights = (losses.min_snr_weights(self.noise_scheduler, timesteps, t_cfg.min_snr_gamma)
+                   if t_cfg.min_snr_gamma else None)
+        return losses.diffusion_loss(pred, target, weights)
+
+    # -- Lightning -------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, self.cfg.train.caption_dropout)
+        self.losses.append(float(loss.detach()))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # fixed noise and timesteps per batch index: val/loss is comparable across evaluations
+        generator = torch.Generator().manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(batch, 0.0, generator)
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(batch["caption"]))
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        opt = torch.optim.AdamW([p for p in self.unet.parameters() if p.requires_grad], lr=t.lr,
+                                weight_decay=t.weight_decay)
+        warmup = max(int(t.warmup_steps), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- sampling (the sample-image callback, generate) ---------------------------------
+    def sampling_unet(self, weights: dict) -> torch.nn.Module:
+        """A plain, unpartitioned U-Net of the same architecture holding ``weights``, in eval mode."""
+        unet = type(self.unet).from_config(self.unet.config)
+        state = unet.state_dict()
+        state.update({k: v for k, v in weights.items() if k in state})
+        unet.load_state_dict(state)
+        return unet.to(self.vae.module.device).eval()
+
+    @torch.no_grad()
+    def sample(self, unet: torch.nn.Module, prompts: Sequence[str], guidance: float = 3.0, steps: int = 25,
+               seed: int = 0) -> torch.Tensor:
+        """Images in [0, 1] for ``prompts`` from ``unet`` (see :func:`dalle3.ldm.sample.generate`)."""
+        from dalle3.ldm.sample import generate
+
+        return generate(unet, self.vae.module, self.tokenizer, self.text_encoder.module,
+                        build_sampler(self.cfg.noise), prompts, guidance=guidance, steps=steps, seed=seed)
+
+
+def loss_fell(history: Sequence[float], window: int = 10) -> float:
+    """Mean of the last ``window`` losses ÷ mean of the first ``window`` (< 1: it fell)."""
+    window = max(1, min(window, len(history) // 2))
+    first = sum(history[:window]) / window
+    last = sum(history[-window:]) / window
+    return last / first if first > 0 and math.isfinite(first) else float("nan")

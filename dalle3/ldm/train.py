@@ -1,0 +1,134 @@
+"""The vae and ldm stages: build → ``fit`` → write what later stages read.
+
+``stage=vae`` trains the tiny AutoencoderKL and saves it (with its measured latent
+scaling factor) to ``ldm.vae.pretrained``. ``stage=ldm`` trains the U-Net on latent
+shards when ``ldm.train.use_latents`` and they exist, else on images encoded on the fly.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from dalle3.config.validate import validate
+from dalle3.ldm.validate import validate_ldm
+from dalle3.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def run(cfg: Any) -> dict:
+    """Entry of ``stage=vae`` and ``stage=ldm`` (see :mod:`dalle3.stages`)."""
+    if cfg.stage == "vae":
+        return run_vae(cfg)
+    if cfg.stage == "ldm":
+        return run_ldm(cfg)
+    raise ValueError(f"dalle3.ldm.train runs stage=vae | ldm, not {cfg.stage!r}")
+
+
+def _summary(trainer: Any, module: Any, t0: float) -> dict:
+    from dalle3.ldm.module import loss_fell
+
+    metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {"run_dir": str(trainer.default_root_dir), "global_step": trainer.global_step, "rank": trainer.global_rank,
+            "world_size": trainer.world_size, "steps_run": len(module.losses), "loss_first": round(module.losses[0], 5) if module.losses else None,
+            "loss_last": round(module.losses[-1], 5) if module.losses else None,
+            "loss_ratio": round(loss_fell(module.losses), 4) if len(module.losses) > 1 else None,
+            "metrics": metrics, "seconds": round(time.time() - t0, 1)}
+
+
+def run_vae(cfg: Any) -> dict:
+    """Train the tiny VAE; save it to ``ldm.vae.pretrained`` with ``scaling_factor`` = 1/std(latents)."""
+    from dalle3.data.datamodule import ShardDataModule
+    from dalle3.ldm.vae import VAEModule, latent_scaling_factor
+    from dalle3.trainer import fit
+
+    validate(cfg, need_train_shards=True)
+    validate_ldm(cfg.ldm)
+    L.seed_everything(cfg.seed, workers=True)
+    t0 = time.time()
+    module = VAEModule(cfg.ldm)
+    datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed)
+    trainer = fit(module, datamodule, cfg)
+    summary = _summary(trainer, module, t0)
+    if trainer.is_global_zero:
+        vae = module.vae.eval()
+        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, datamodule.val_dataloader()))
+        out = cfg.ldm.vae.pretrained
+        vae.save_pretrained(out)
+        summary.update(vae_dir=str(out), scaling_factor=round(vae.config.scaling_factor, 5))
+        summary["recon_png"] = _save_reconstructions(vae, datamodule, os.path.join(cfg.paths.run_dir, "recon.png"))
+    return summary
+
+
+@torch.no_grad()
+def _save_reconstructions(vae: Any, datamodule: Any, path: str, n: int = 8) -> str:
+    """Originals (top row) over reconstructions (bottom row) of ``n`` val images."""
+    from dalle3.ldm.sample import image_grid, to_pil
+
+    images = next(iter(datamodule.val_dataloader()))["image"][:n].to(vae.device)
+    recon = (vae.decode(vae.encode(images * 2 - 1).latent_dist.mode()).sample / 2 + 0.5).clamp(0, 1)
+    to_pil(image_grid(torch.cat([images, recon]).cpu(), nrow=len(images))).save(path)
+    return path
+
+
+def latent_data_cfg(cfg: Any) -> Any:
+    """``cfg.data`` pointed at the latent shards, or ``None`` when images must be encoded on the fly."""
+    root = cfg.ldm.latents.out_dir
+    train, val = os.path.join(root, "train"), os.path.join(root, "val")
+    if not cfg.ldm.train.use_latents or not os.path.isdir(train) or not any(
+            f.endswith(".tar") for f in os.listdir(train)):
+        return None
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.update(train_shards=train, val_shards=val if os.path.isdir(val) else "")
+    return data
+
+
+def ldm_callbacks(cfg: Any) -> list:
+    """EMA (if ``ema_decay`` > 0), sample images (if ``sample.every_n_steps`` > 0), data statistics."""
+    from dalle3.callbacks.data_stats import DataStats
+    from dalle3.callbacks.ema import EMA
+    from dalle3.callbacks.sample_images import SampleImages
+
+    t, s = cfg.ldm.train, cfg.ldm.sample
+    callbacks: list = [DataStats()]
+    if t.ema_decay > 0:
+        callbacks.append(EMA(t.ema_decay, t.ema_every_n_steps, target="unet"))
+    if s.every_n_steps > 0:
+        callbacks.append(SampleImages(list(s.prompts), s.every_n_steps, s.guidance, s.steps, s.seed,
+                                      os.path.join(cfg.paths.run_dir, "samples")))
+    return callbacks
+
+
+def run_ldm(cfg: Any) -> dict:
+    """Train the text-to-image U-Net; returns the loss summary and where checkpoints went."""
+    from dalle3.data.datamodule import ShardDataModule
+    from dalle3.dist.zero import rank_memory
+    from dalle3.ldm.data import LatentDataModule
+    from dalle3.ldm.model import build_parts
+    from dalle3.ldm.module import LatentDiffusionModule
+    from dalle3.trainer import fit
+
+    validate(cfg)
+    validate_ldm(cfg.ldm)
+    L.seed_everything(cfg.seed, workers=True)
+    t0 = time.time()
+    module = LatentDiffusionModule(cfg.ldm, build_parts(cfg.ldm))
+    latent_data = latent_data_cfg(cfg)
+    if latent_data is not None:
+        datamodule = LatentDataModule(latent_data, cfg.caption, seed=cfg.seed)
+    else:
+        validate(cfg, need_train_shards=True)
+        log.info("no latent shards under %s: encoding images on the fly", cfg.ldm.latents.out_dir)
+        datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed)
+    trainer = fit(module, datamodule, cfg, callbacks=ldm_callbacks(cfg))
+    summary = _summary(trainer, module, t0)
+    summary["inputs"] = "latents" if latent_data is not None else "images"
+    summary["rank_memory"] = rank_memory(trainer)  # elements held by this rank (ZeRO shrinks them)
+    stats = next((c.last for c in trainer.callbacks if type(c).__name__ == "DataStats"), {})
+    summary["synthetic_share"] = stats.get("synthetic_share")
+    return summary
