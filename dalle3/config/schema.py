@@ -58,7 +58,7 @@ class WorldConfig:
 
 @dataclass
 class SplitSizes:
-    train: int = 8192
+    train: int = 4096
     "Samples in the `train` split (alt-text pretraining, recaptioning, LDM training)."
     val: int = 512
     "Samples in the `val` split (held out for evaluation)."
