@@ -26,7 +26,10 @@ def _dispatch(cfg: DictConfig, allowed: Iterable[str], command: str) -> dict:
         raise ConfigError(f"stage={cfg.stage!r} is not run by {command}; choose one of: {' | '.join(allowed)}")
     summary = run_stage(cfg)
     if summary:
-        print(json.dumps({"stage": cfg.stage, **summary}, default=str))
+        # One write() per line: ranks share stdout, and a separate newline write lets
+        # another rank's output land in the middle of the JSON line.
+        sys.stdout.write(json.dumps({"stage": cfg.stage, **summary}, default=str) + "\n")
+        sys.stdout.flush()
     return summary
 
 
