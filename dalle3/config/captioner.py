@@ -25,11 +25,11 @@ class CaptionerArchConfig:
     "Input image side in pixels."
     patch_size: int = 4
     "ViT patch side; 64 px / 4 = a 16x16 token grid (patch 8 cannot tell shapes apart)."
-    vision_width: int = 128
+    vision_width: int = 96
     "Width of the ViT image tower."
-    vision_layers: int = 4
+    vision_layers: int = 3
     "Residual blocks of the image tower."
-    vision_head_width: int = 64
+    vision_head_width: int = 32
     "Channels per attention head in the image tower (heads = width / head_width)."
     attn_pooler_queries: int = 65
     "Queries of the attentional pooler: one pooled embedding for the contrastive loss, the rest are the image tokens the decoder attends to."
@@ -102,7 +102,7 @@ class CaptionerConfig:
     lr: float = 1e-3
     "Peak AdamW learning rate."
     weight_decay: float = 0.05
-    "AdamW weight decay (not applied to biases, norms, embeddings and logit_scale)."
+    "AdamW weight decay (open_clip's rule: not on gains, biases and logit_scale)."
     beta1: float = 0.9
     "AdamW beta1."
     beta2: float = 0.98
@@ -113,6 +113,8 @@ class CaptionerConfig:
     "Linear warm-up steps before the cosine decay."
     min_lr_ratio: float = 0.1
     "The cosine decays to lr * min_lr_ratio at trainer.max_steps."
+    trim_text: bool = False
+    "Cut each batch's token rows after its longest caption: cheaper, but the contrastive CLS token then moves (fine-tuning, λ_con = 0, turns it on)."
     grad_checkpointing: bool = False
     "Recompute activations in backward (large models)."
     val_captions: int = 8

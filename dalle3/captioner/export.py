@@ -1,0 +1,90 @@
+"""Export a captioner as open_clip loads it: safetensors weights + the model config JSON.
+
+Folder layout (``<run_dir>/export``):
+
+* ``open_clip_model.safetensors``: the ``CoCa`` state dict (no pickle anywhere);
+* ``open_clip_config.json``: ``{"model_cfg", "preprocess_cfg"}``, so
+  ``open_clip.create_model("local-dir:<folder>")`` works as is;
+* ``<model_name>.json``: the bare model config, for ``open_clip.add_model_config(file)``
+  then ``open_clip.create_model(<model_name>, pretrained=<weights>)``;
+* ``tokenizer.json``: our word-level vocabulary (absent for open_clip's BPE tokenizer);
+* ``captioner.json``: model name, tokenizer kind and free-form metadata (target, steps).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from dalle3.captioner.model import CLIP_MEAN, CLIP_STD, Captioner, check_finite, register_model_config
+from dalle3.captioner.tokenizer import WordTokenizer
+
+WEIGHTS_FILE = "open_clip_model.safetensors"
+CONFIG_FILE = "open_clip_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "captioner.json"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies (safetensors refuses shared storage)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def export_captioner(captioner: Captioner, out_dir: Union[str, Path], meta: Optional[dict] = None,
+                     state_dict: Optional[dict[str, torch.Tensor]] = None) -> Path:
+    """Write ``captioner`` to ``out_dir`` (see the module docstring); return the folder.
+
+    Args:
+        captioner: the built captioner (its model, tokenizer, name and model config).
+        out_dir: destination folder (created; files are replaced atomically).
+        meta: extra fields for ``captioner.json`` (target, step, ...).
+        state_dict: weights to write instead of ``captioner.model``'s (e.g. consolidated
+            from ZeRO shards).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = state_dict if state_dict is not None else plain_state_dict(captioner.model)
+    tmp = out / (WEIGHTS_FILE + ".tmp")
+    save_file(weights, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / WEIGHTS_FILE)
+    size = captioner.model_cfg["vision_cfg"]["image_size"]
+    preprocess = {"size": size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
+                  "resize_mode": "shortest"}
+    _atomic_write(out / CONFIG_FILE, json.dumps({"model_cfg": captioner.model_cfg, "preprocess_cfg": preprocess},
+                                                indent=2))
+    _atomic_write(out / f"{captioner.model_name}.json", json.dumps(captioner.model_cfg, indent=2))
+    tok = captioner.tokenizer
+    if isinstance(tok, WordTokenizer):
+        tok.save(out / TOKENIZER_FILE)
+    info = {"model_name": captioner.model_name,
+            "tokenizer": "world" if isinstance(tok, WordTokenizer) else "open_clip", **(meta or {})}
+    _atomic_write(out / META_FILE, json.dumps(info, indent=2, default=str))
+    return out
+
+
+def load_exported(folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Captioner:
+    """Load an export with open_clip's own loader (``create_model(name, pretrained=file)``)."""
+    folder = Path(folder)
+    info = json.loads((folder / META_FILE).read_text())
+    name = info["model_name"]
+    model_cfg = json.loads((folder / f"{name}.json").read_text())
+    register_model_config(name, model_cfg)
+    model = open_clip.create_model(name, pretrained=str(folder / WEIGHTS_FILE), device=device)
+    check_finite(model)
+    if (folder / TOKENIZER_FILE).exists():
+        tokenizer: Any = WordTokenizer.load(folder / TOKENIZER_FILE)
+    else:
+        tokenizer = open_clip.get_tokenizer(name)  # registered above: its text_cfg picks the tokenizer
+    return Captioner(model.eval(), tokenizer, name, model_cfg)

@@ -1,0 +1,128 @@
+"""Building the CoCa, the open_clip 3.3.0 init fix, image-tower options and the export round trip."""
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+
+from dalle3.captioner.export import CONFIG_FILE, WEIGHTS_FILE, export_captioner, load_exported
+from dalle3.captioner.model import (build_captioner, freeze_image_trunk, init_text_decoder, load_image_tower,
+                                    normalize_images, register_model_config)
+from dalle3.captioner.module import as_captioner_config
+from dalle3.captioner.tokenizer import WordTokenizer
+from dalle3.config import compose
+
+SMALL = ["captioner.arch.image_size=32", "captioner.arch.vision_layers=1", "captioner.arch.text_layers=1",
+         "captioner.arch.decoder_layers=1", "captioner.arch.attn_pooler_queries=9"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads cost more than they save (and the CPU is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_cfg(*extra: str):
+    return as_captioner_config(compose([*SMALL, *extra]).captioner)
+
+
+def test_tiny_preset_is_a_small_coca_with_the_world_vocabulary():
+    cap = build_captioner(as_captioner_config(compose([]).captioner))
+    assert isinstance(cap.model, open_clip.CoCa) and isinstance(cap.tokenizer, WordTokenizer)
+    n_params = sum(p.numel() for p in cap.model.parameters())
+    assert 1e6 < n_params < 5e6
+    assert cap.model.text_decoder.text_projection.shape[1] == cap.tokenizer.vocab_size
+    assert cap.model_name in open_clip.list_models()  # registered with open_clip.add_model_config
+
+
+def test_fresh_model_has_no_nan_and_the_decoder_projection_is_initialised():
+    torch.manual_seed(0)
+    cap = build_captioner(small_cfg())
+    for name, p in cap.model.named_parameters():
+        assert torch.isfinite(p).all(), name
+    proj = cap.model.text_decoder.text_projection
+    width = proj.shape[0]
+    assert abs(float(proj.detach().std()) - width ** -0.5) < 0.3 * width ** -0.5  # normal(0, width^-0.5), not torch.empty
+
+
+def test_init_fix_overwrites_garbage():
+    cap = build_captioner(small_cfg())
+    dec = cap.model.text_decoder
+    with torch.no_grad():
+        dec.text_projection.fill_(float("nan"))
+    init_text_decoder(dec)
+    assert torch.isfinite(dec.text_projection).all()
+
+
+def test_image_init_from_a_clip_checkpoint_and_freeze(tmp_path):
+    from safetensors.torch import save_file
+
+    donor = build_captioner(small_cfg())
+    trunk = {f"visual.{k}": v.clone() for k, v in donor.model.visual.state_dict().items()
+             if not k.startswith(("attn_pool", "ln_post", "proj"))}
+    save_file(trunk, str(tmp_path / "clip.safetensors"))
+    cap = build_captioner(small_cfg(f"captioner.image_init={tmp_path / 'clip.safetensors'}",
+                                    "captioner.freeze_image=true"))
+    assert torch.equal(cap.model.visual.conv1.weight, donor.model.visual.conv1.weight)
+    frozen = {n for n, p in cap.model.visual.named_parameters() if not p.requires_grad}
+    assert "conv1.weight" in frozen and not any(n.startswith("attn_pool") for n in frozen)
+    with pytest.raises(ValueError, match="does not fit"):
+        save_file({"visual.conv1.weight": torch.zeros(3)}, str(tmp_path / "bad.safetensors"))
+        load_image_tower(cap.model, str(tmp_path / "bad.safetensors"))
+
+
+def test_real_presets_compose_with_open_clip_configs():
+    for name in ("coca_ViT-B-32", "coca_ViT-L-14"):
+        cfg = compose([f"captioner={name}"]).captioner
+        assert cfg.model == name and cfg.tokenizer == "open_clip"
+        assert open_clip.get_model_config(cfg.model)["multimodal_cfg"]["context_length"] == 76
+
+
+def test_export_round_trip_with_open_clips_own_loader(tmp_path):
+    torch.manual_seed(0)
+    cap = build_captioner(small_cfg())
+    with torch.no_grad():  # make the weights non-default so a skipped load would show
+        for p in cap.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = export_captioner(cap, tmp_path / "export", {"target": "dsc"})
+    images = normalize_images(torch.rand(3, 3, 32, 32))
+    text = cap.tokenizer(["a red circle in the middle", "two squares", ""])
+    cap.model.eval()
+    with torch.no_grad():
+        want = cap.model(images, text)
+        # 1. register the exported config, then open_clip's create_model(name, pretrained=file)
+        open_clip.add_model_config(out / f"{cap.model_name}.json")
+        direct = open_clip.create_model(cap.model_name, pretrained=str(out / WEIGHTS_FILE)).eval()(images, text)
+        # 2. open_clip's local-dir schema reads open_clip_config.json + the safetensors file
+        local = open_clip.create_model(f"local-dir:{out}").eval()(images, text)
+        # 3. our loader (same open_clip call) brings the tokenizer back too
+        loaded = load_exported(out)
+        ours = loaded.model(images, text)
+    for got in (direct, local, ours):
+        for key in want:
+            assert torch.equal(want[key], got[key]), key
+    assert loaded.tokenizer.vocab == cap.tokenizer.vocab
+    assert json.loads((out / CONFIG_FILE).read_text())["model_cfg"] == cap.model_cfg
+    assert not list(out.glob("*.pt*")) and not list(out.glob("*.bin"))  # no pickle files
+
+
+def test_register_model_config_overrides_a_previous_registration():
+    cfg = dict(open_clip.get_model_config("coca_ViT-B-32"))
+    cfg["embed_dim"] = 64
+    register_model_config("dalle3_test_registration", cfg)
+    assert open_clip.get_model_config("dalle3_test_registration")["embed_dim"] == 64
+    cfg["embed_dim"] = 32
+    register_model_config("dalle3_test_registration", cfg)
+    assert open_clip.get_model_config("dalle3_test_registration")["embed_dim"] == 32
+
+
+def test_freeze_image_trunk_keeps_pooler_trainable():
+    cap = build_captioner(small_cfg())
+    freeze_image_trunk(cap.model.visual)
+    trainable = {n for n, p in cap.model.visual.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("attn_pool", "ln_post", "proj")) for n in trainable)
