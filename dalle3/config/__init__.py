@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from dalle3.config.schema import RootConfig
 from dalle3.config.validate import ConfigError, validate

@@ -8,7 +8,7 @@ Each field has a one-line docstring (the string literal under it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from dalle3.config.captioner import CaptionerConfig
 from dalle3.config.eval import EvalConfig
