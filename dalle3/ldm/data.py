@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from itertools import islice
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import webdataset as wds
 
-from dalle3.data.captions import PickCaption
 from dalle3.data.datamodule import ShardDataModule
 from dalle3.data.decode import decode_json, decode_text
 from dalle3.data.loader import ShardDataset
-from dalle3.data.pipeline import (Batch, MapSamples, Shuffle, ShardSource, StrideSamples, TakeSamples, quota,
-                                  worker_slot)
-from dalle3.data.sidecar import JoinSidecar
-from dalle3.data.tarstream import TarSamples
-from dalle3.data.skips import BadSample, SkipLog
+from dalle3.data.pipeline import build_pipeline
+from dalle3.data.skips import BadSample
 
 LATENT_MEMBERS = frozenset(("latent.npy", "txt", "ssc.txt", "dsc.txt", "json"))
 
@@ -60,77 +54,19 @@ def decode_latent_sample(raw: dict) -> dict:
             "scene_json": "" if scene is None else json.dumps(scene)}
 
 
-class DecodeLatent:
-    """Pipeline stage: decode latent samples; skip, count and report the bad ones."""
+def build_latent_pipeline(shards: Sequence[str], **options: Any) -> wds.DataPipeline:
+    """:func:`dalle3.data.pipeline.build_pipeline` decoding latent shards (same arguments).
 
-    def __init__(self, skips: SkipLog):
-        self.skips = skips
-
-    def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
-        for raw in samples:
-            try:
-                sample = decode_latent_sample(raw)
-            except BadSample as bad:
-                self.skips.record(raw.get("__key__", "?"), bad.reason, bad.detail, raw.get("__url__"))
-                continue
-            self.skips.n_good += 1
-            yield sample
-
-
-def build_latent_pipeline(shards: Sequence[str], *, caption: Any = None, batch_size: Optional[int] = None,
-                          mode: str = "once", shuffle_buffer: int = 0, seed: int = 0, epoch: int = 0,
-                          stream: int = 0, n_batches: Optional[int] = None, max_samples: Optional[int] = None,
-                          stride: tuple[int, int] = (0, 1), partial: bool = True, sample_transform: Any = None,
-                          epoch_fn: Any = None, sidecar_dir: Optional[str] = None,
-                          **_image_options: Any) -> wds.DataPipeline:
-    """:func:`dalle3.data.pipeline.build_pipeline` with :class:`DecodeLatent` as the decode stage.
-
-    Same arguments (image-only ones are ignored); recaption sidecars join by shard name,
-    which latent shards share with their image shards.
+    Recaption sidecars join by shard name, which latent shards share with their image shards.
     """
-    skips = SkipLog()
-    stages: list[Any] = [
-        ShardSource(shards, mode, skips, seed, epoch, stream, 20 * len(shards) + shuffle_buffer + 1000),
-        TarSamples(skips, keep=LATENT_MEMBERS),
-    ]
-    if sidecar_dir:
-        stages.append(JoinSidecar(sidecar_dir))
-    if stride[1] > 1:
-        stages.append(StrideSamples(*stride))
-    if shuffle_buffer > 1:
-        stages.append(Shuffle(shuffle_buffer, seed, epoch, stream))
-    stages.append(DecodeLatent(skips))
-    if caption is not None:
-        stages.append(PickCaption.from_config(caption, epoch_fn if epoch_fn is not None else epoch))
-    if sample_transform is not None:
-        stages.append(MapSamples(sample_transform))
-    if max_samples is not None:
-        stages.append(TakeSamples(max_samples))
-    if batch_size is not None:
-        stages.append(Batch(batch_size, skips, partial))
-    if n_batches is not None:
-        stages.append(TakeSamples(n_batches))
-    return wds.DataPipeline(*stages)
+    return build_pipeline(shards, **options, decode_fn=decode_latent_sample, keep=LATENT_MEMBERS)
 
 
 class LatentShardDataset(ShardDataset):
-    """A :class:`ShardDataset` whose pipeline decodes latent shards.
+    """A :class:`ShardDataset` whose pipeline decodes latent shards."""
 
-    Mirrors ``ShardDataset.__iter__`` with :func:`build_latent_pipeline`; a ``decode``
-    hook in the data layer's ``build_pipeline`` would make this class unnecessary.
-    """
-
-    def __iter__(self) -> Iterator[dict]:
-        if not self.persistent:
-            return iter(build_latent_pipeline(self.shards, epoch=self.epoch, n_batches=self.n_batches,
-                                              **self.options))
-        if self._stream is None or self._stream_pid != os.getpid():
-            pipeline = build_latent_pipeline(self.shards, epoch=self.epoch, epoch_fn=self.shared_epoch.get,
-                                             **self.options)
-            self._stream, self._stream_pid = iter(pipeline), os.getpid()
-        if self.n_batches is None:
-            return self._stream
-        return islice(self._stream, quota(self.n_batches, *worker_slot()))
+    def build(self, **kwargs: Any) -> Iterable[dict]:
+        return build_latent_pipeline(self.shards, **kwargs, **self.options)
 
 
 class LatentDataModule(ShardDataModule):
