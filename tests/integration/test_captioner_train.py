@@ -37,13 +37,7 @@ def scalars(run_dir: Path, tag: str) -> list[float]:
     return [e.value for e in sorted(acc.Scalars(tag), key=lambda e: e.step)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save (and the CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ SMALL = ["captioner.arch.image_size=32", "captioner.arch.vision_layers=1", "capt
          "captioner.arch.decoder_layers=2", "captioner.arch.attn_pooler_queries=9", "captioner.context_length=40"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads cost more than they save (and the CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
