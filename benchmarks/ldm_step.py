@@ -8,16 +8,21 @@ Measures on one machine, one U-Net, one text encoder and one batch size:
   ``train_text_to_image.py`` (tokenise, encode text, sample latents, add noise, U-Net,
   MSE, backward, clip, AdamW, LR schedule, diffusers ``EMAModel``), same batches;
 * ``ours_shards_latents`` / ``ours_shards_images``: our step reading real shards,
-  latent shards (precomputed) vs image shards VAE-encoded on the fly.
+  latent shards (precomputed) vs image shards VAE-encoded on the fly;
+* ``ours_shards_text``: our step reading latent shards that also hold the captions'
+  text embeddings (``ldm.latents.precompute_text``), so the text encoder does not run.
 
 Each is timed per step (median of the steps after warm-up), in interleaved rounds so
 load from other processes hits all variants alike; the medians over rounds are
 reported, and each ratio is the median over rounds of the ratio within a round (the
 machine is shared: step times swing by 10x with other load, ratios much less). The
-last line is JSON with ``lightning_overhead`` (ours ÷ bare) and
-``precompute_speedup`` (on-the-fly ÷ precomputed).
+last line is JSON with ``lightning_overhead`` (ours ÷ bare), ``precompute_speedup``
+(on-the-fly ÷ precomputed) and ``text_cache_speedup`` (latent shards with the text
+encoder in the step ÷ latent shards with stored embeddings).
 
-Usage: ``python benchmarks/ldm_step.py [--steps 25] [--rounds 3] [--batch 32]``
+Usage: ``python benchmarks/ldm_step.py [--steps 25] [--rounds 3] [--batch 32]
+[--variants ours_shards_latents,ours_shards_text] [--set ldm.text_encoder.num_layers=6 ...]``
+(``--set``: Hydra overrides, e.g. a wider text encoder; ``--variants``: run only these).
 """
 from __future__ import annotations
 
@@ -33,7 +38,10 @@ import time
 import torch
 
 
-def build(tmp: str, batch: int, steps: int):
+VARIANTS = ("ours_latents", "bare", "ours_shards_latents", "ours_shards_images", "ours_shards_text")
+
+
+def build(tmp: str, batch: int, steps: int, overrides: list):
     from omegaconf import OmegaConf
 
     from dalle3.config import compose
@@ -48,11 +56,14 @@ def build(tmp: str, batch: int, steps: int):
                    f"data.global_batch_size={batch}", "data.num_workers=0", f"data.epoch_samples={batch * 1000}",
                    "data.val_shards=", "trainer=cpu", f"trainer.max_steps={steps}", "trainer.progress_bar=false",
                    "trainer.resume=null", "trainer.ckpt_every_n_steps=100000", "ldm.sample.every_n_steps=0",
-                   "ldm.latents.splits=[train]", "ldm.train.warmup_steps=10"])
+                   "ldm.latents.splits=[train]", "ldm.train.warmup_steps=10", *overrides])
     OmegaConf.resolve(cfg)
     build_vae(cfg.ldm.vae, 32).save_pretrained(cfg.ldm.vae.pretrained)
     precompute(cfg)
-    return cfg
+    text_cfg = copy.deepcopy(cfg)  # the same shards again, with the captions' text embeddings stored
+    text_cfg.ldm.latents.out_dir, text_cfg.ldm.latents.precompute_text = f"{tmp}/out/latents_text", True
+    precompute(text_cfg)
+    return cfg, text_cfg
 
 
 def fixed_batches(cfg, n: int) -> list[dict]:
@@ -137,7 +148,12 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    p.add_argument("--set", nargs="*", default=[], help="Hydra overrides, e.g. ldm.text_encoder.num_layers=6")
     args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        p.error(f"--variants {args.variants!r}; allowed: {','.join(VARIANTS)}")
     torch.manual_seed(0)
     from dalle3.data.datamodule import ShardDataModule
     from dalle3.ldm.data import LatentDataModule
@@ -145,7 +161,7 @@ def main(argv=None) -> dict:
     from dalle3.ldm.train import latent_data_cfg
 
     tmp = tempfile.mkdtemp(prefix="ldm_bench_")
-    cfg = build(tmp, args.batch, args.steps)
+    cfg, text_cfg = build(tmp, args.batch, args.steps, args.set)
     parts = build_parts(cfg.ldm)
     init_state = copy.deepcopy(parts.unet.state_dict())
     batches = fixed_batches(cfg, 8)
@@ -154,25 +170,37 @@ def main(argv=None) -> dict:
         def train_dataloader(self):
             return torch.utils.data.DataLoader(batches * (args.steps // len(batches) + 2), batch_size=None)
 
-    results: dict[str, list[float]] = {k: [] for k in ("ours_latents", "bare", "ours_shards_latents",
-                                                        "ours_shards_images")}
+    run = {
+        "ours_latents": lambda: ours(cfg, parts, init_state, Fixed(), "fixed", args.warmup),
+        "bare": lambda: bare(cfg, parts, init_state, batches, args.steps, args.warmup),
+        "ours_shards_latents": lambda: ours(cfg, parts, init_state, LatentDataModule(
+            latent_data_cfg(cfg), cfg.caption), "lat", args.warmup),
+        "ours_shards_images": lambda: ours(cfg, parts, init_state, ShardDataModule(cfg.data, cfg.caption), "img",
+                                           args.warmup),
+        "ours_shards_text": lambda: ours(cfg, parts, init_state, LatentDataModule(
+            latent_data_cfg(text_cfg), cfg.caption, text=True), "text", args.warmup),
+    }
+    results: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
-        results["ours_latents"].append(ours(cfg, parts, init_state, Fixed(), "fixed", args.warmup))
-        results["bare"].append(bare(cfg, parts, init_state, batches, args.steps, args.warmup))
-        results["ours_shards_latents"].append(ours(cfg, parts, init_state, LatentDataModule(
-            latent_data_cfg(cfg), cfg.caption), "lat", args.warmup))
-        results["ours_shards_images"].append(ours(cfg, parts, init_state, ShardDataModule(
-            cfg.data, cfg.caption), "img", args.warmup))
+        for k in variants:
+            results[k].append(run[k]())
         print(f"round {r}: " + ", ".join(f"{k} {v[-1] * 1000:.1f} ms" for k, v in results.items()), flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
-    # ratios within a round: the variants of one round ran back to back, under the same load
-    overhead = statistics.median(o / b for o, b in zip(results["ours_latents"], results["bare"]))
-    speedup = statistics.median(i / lat for i, lat in zip(results["ours_shards_images"],
-                                                          results["ours_shards_latents"]))
-    out = {"unet_params": sum(p.numel() for p in parts.unet.parameters()), "batch": args.batch,
+
+    def ratio(num: str, den: str):
+        # ratios within a round: the variants of one round ran back to back, under the same load
+        if num not in results or den not in results:
+            return None
+        return round(statistics.median(a / b for a, b in zip(results[num], results[den])), 4)
+
+    text = parts.text_encoder
+    out = {"unet_params": sum(p.numel() for p in parts.unet.parameters()),
+           "text_params": sum(p.numel() for p in text.parameters()), "batch": args.batch,
            "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
            **{f"{k}_ms": round(v * 1000, 2) for k, v in med.items()},
-           "lightning_overhead": round(overhead, 4), "precompute_speedup": round(speedup, 4)}
+           "lightning_overhead": ratio("ours_latents", "bare"),
+           "precompute_speedup": ratio("ours_shards_images", "ours_shards_latents"),
+           "text_cache_speedup": ratio("ours_shards_latents", "ours_shards_text")}
     print(json.dumps(out))
     return out
 

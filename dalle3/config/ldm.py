@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-TEXT_ENCODER_KINDS = ("clip", "t5")
+TEXT_ENCODER_KINDS = ("clip", "t5", "open_clip")
+OPEN_CLIP_LAYERS = ("last", "penultimate")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SAMPLERS = ("ddim", "dpm")
@@ -19,15 +20,17 @@ SAMPLERS = ("ddim", "dpm")
 @dataclass
 class TextEncoderConfig:
     kind: str = "clip"
-    "clip (transformers CLIPTextModel) | t5 (transformers T5EncoderModel); always frozen."
+    "clip (transformers CLIPTextModel) | t5 (transformers T5EncoderModel) | open_clip (an open_clip CLIP's text tower, converted once to a CLIPTextModel + CLIPTokenizer over open_clip's BPE and saved to `path`, as Stable Diffusion 2 did); always frozen."
     pretrained: Optional[str] = None
-    "Local folder or hub name of a pretrained encoder; null builds the tiny one below (and saves it to `path`)."
+    "clip/t5: local folder or hub name of a pretrained encoder; null builds the tiny one below (and saves it to `path`). open_clip (required): MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k or ViT-B-32:/models/clip.safetensors (or hf-hub:org/repo, local-dir:/path); only CLIP-BPE models with a plain causal text transformer convert."
+    layer: str = "last"
+    "open_clip only: the per-token features the U-Net cross-attends to, ln_final of the last | penultimate block's output (penultimate drops the last block at conversion: Stable Diffusion 2's choice)."
     subfolder: Optional[str] = None
     "Subfolder of `pretrained` holding the encoder (e.g. text_encoder in a Stable Diffusion folder)."
     tokenizer_subfolder: Optional[str] = None
     "Subfolder of `pretrained` holding the tokenizer (e.g. tokenizer); null: the encoder's own folder."
     path: str = "${paths.out_dir}/parts/text_encoder"
-    "Tiny only: where the randomly initialised frozen encoder and its tokenizer are saved once and reloaded."
+    "Tiny and open_clip: where the built (tiny) or converted (open_clip) encoder and its tokenizer are saved once and reloaded; a folder built from another source fails, so give each encoder its own path."
     max_length: int = 64
     "Tokens per prompt (padded/truncated); the diffusers export uses the same."
     hidden_size: int = 64
@@ -124,6 +127,8 @@ class LDMTrainConfig:
     "Recompute U-Net activations in backward (less memory, more compute)."
     use_latents: bool = True
     "Read precomputed latent shards (`ldm.latents.out_dir`) when they exist; else encode images on the fly."
+    use_text_cache: bool = True
+    "Train on the text embeddings stored in the latent shards (`ldm.latents.precompute_text`) when every shard's manifest says it has them, instead of running the text encoder each step; the empty prompt (caption dropout) is still encoded, once."
 
 
 @dataclass
@@ -150,6 +155,8 @@ class LatentsConfig:
     "Splits of `paths.data_dir` to encode."
     batch_size: int = 64
     "Images per VAE forward."
+    precompute_text: bool = False
+    "Also store the frozen text encoder's per-token hidden states of every caption each sample has (alt, ssc, dsc: the caption is picked at load time) as `{key}.text.safetensors` (float16, [max_length, width] per kind); `ldm.train.use_text_cache` then skips the encoder in training. Costs 2*max_length*width bytes per caption (SD2's 77x1024: 154 kB). Shards done without it are redone."
 
 
 @dataclass

@@ -27,8 +27,9 @@ from typing import Optional
 
 from dalle3.utils.logging import get_logger
 
-SKIP_REASONS = ("no_image", "empty_image", "bad_image", "too_large", "bad_text", "bad_json", "tar_error")
-"Why a sample was dropped: no image member, zero-byte image, undecodable or truncated image, image over the pixel limit, non-UTF-8 text, unparsable JSON, unreadable tar data."
+SKIP_REASONS = ("no_image", "empty_image", "bad_image", "too_large", "bad_text", "bad_json", "tar_error",
+                "no_text_embedding")
+"Why a sample was dropped: no image member, zero-byte image, undecodable or truncated image, image over the pixel limit, non-UTF-8 text, unparsable JSON, unreadable tar data, a latent sample without a usable stored text embedding (dalle3/ldm/data.py)."
 
 log = get_logger(__name__)
 

@@ -12,9 +12,11 @@ fixed, which is why :func:`load_or_create_text_encoder` saves them once and relo
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -94,12 +96,13 @@ def load_text_encoder(cfg: Any, path: Optional[str] = None):
     """``(tokenizer, encoder)`` from ``path`` (default ``cfg.pretrained``), frozen.
 
     ``kind=clip`` loads a ``CLIPTextModel`` (e.g. CLIP-L from Stable Diffusion 1.5),
-    ``kind=t5`` a ``T5EncoderModel`` (DALL-E 3 used T5-XXL).
+    ``kind=t5`` a ``T5EncoderModel`` (DALL-E 3 used T5-XXL); ``kind=open_clip`` loads the
+    ``CLIPTextModel`` that :func:`load_or_create_text_encoder` converted and saved.
     """
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
     path = path or cfg.pretrained
-    model_cls = {"clip": CLIPTextModel, "t5": T5EncoderModel}[cfg.kind]
+    model_cls = {"clip": CLIPTextModel, "t5": T5EncoderModel, "open_clip": CLIPTextModel}[cfg.kind]
     sub = {"subfolder": cfg.subfolder} if cfg.subfolder and path == cfg.pretrained else {}
     tok_sub = {"subfolder": cfg.tokenizer_subfolder} if cfg.tokenizer_subfolder and path == cfg.pretrained else sub
     tokenizer = AutoTokenizer.from_pretrained(path, **tok_sub)
@@ -107,28 +110,69 @@ def load_text_encoder(cfg: Any, path: Optional[str] = None):
     return tokenizer, freeze(model_cls.from_pretrained(path, **sub))
 
 
-def load_or_create_text_encoder(cfg: Any):
-    """The configured frozen text encoder: pretrained, or the tiny one saved at ``cfg.path``.
+SOURCE_FILE = "dalle3_source.json"
+"What built a saved encoder folder (:func:`encoder_source`), so a stale folder is never loaded silently."
 
-    The tiny encoder is created and saved on first use (atomically: built in a temporary
-    folder, then renamed, so concurrent ranks never read half a folder) and loaded from
-    there afterwards, so every stage and the export see the same frozen weights.
+
+def encoder_source(cfg: Any) -> dict:
+    """What :func:`load_or_create_text_encoder` builds for ``cfg``: open_clip's spec, or ``tiny``.
+
+    The tiny encoder's sizes and seed are left out on purpose: once saved, its folder
+    wins (it is the run's frozen encoder), as it always has.
     """
-    if cfg.pretrained:
-        return load_text_encoder(cfg)
-    if not os.path.isdir(cfg.path):
-        tokenizer, encoder = build_tiny_text_encoder(cfg)
-        tmp = f"{cfg.path}.tmp-{os.getpid()}"
-        tokenizer.save_pretrained(tmp)
-        encoder.save_pretrained(tmp)
-        os.makedirs(os.path.dirname(os.path.abspath(cfg.path)), exist_ok=True)
-        try:
-            os.rename(tmp, cfg.path)
-        except OSError:  # another rank won the race; its folder is identical (same seed)
-            import shutil
+    if cfg.kind == "open_clip":
+        return {"kind": "open_clip", "pretrained": cfg.pretrained, "layer": cfg.layer}
+    return {"kind": "tiny"}
 
-            shutil.rmtree(tmp, ignore_errors=True)
+
+def load_or_create_text_encoder(cfg: Any):
+    """The configured frozen text encoder: pretrained, or built once and saved at ``cfg.path``.
+
+    The tiny encoder, and an open_clip text tower converted to ``CLIPTextModel``
+    (:mod:`dalle3.ldm.open_clip_text`), are built on first use, saved atomically (in a
+    temporary folder, then renamed, so concurrent ranks never read half a folder) and
+    loaded from there afterwards, so every stage and the export see the same frozen
+    weights. A folder built from another source fails with one line.
+    """
+    if cfg.pretrained and cfg.kind != "open_clip":
+        return load_text_encoder(cfg)
+    source = encoder_source(cfg)
+    marker = os.path.join(cfg.path, SOURCE_FILE)
+    if not os.path.isdir(cfg.path):
+        if cfg.kind == "open_clip":
+            from dalle3.ldm.open_clip_text import load_open_clip_text_encoder
+
+            tokenizer, encoder = load_open_clip_text_encoder(cfg)
+        else:
+            tokenizer, encoder = build_tiny_text_encoder(cfg)
+        _save_once(cfg.path, tokenizer, encoder, source)
+    found = _read_json(marker)
+    if found != source and (found is not None or cfg.kind == "open_clip"):  # no marker: a tiny folder of old
+        from dalle3.config.validate import ConfigError
+
+        raise ConfigError(f"ldm.text_encoder.path={cfg.path!r} holds an encoder built from {found}, not {source}; "
+                          "allowed: a path of its own per encoder (or delete the folder to rebuild it)")
     return load_text_encoder(cfg, cfg.path)
+
+
+def _save_once(path: str, tokenizer: Any, encoder: nn.Module, source: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    tokenizer.save_pretrained(tmp)
+    encoder.save_pretrained(tmp)
+    with open(os.path.join(tmp, SOURCE_FILE), "w", encoding="utf-8") as f:
+        json.dump(source, f)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another rank won the race; its folder is identical (same source)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ class LatentDiffusionModule(pl.LightningModule):
     """Text-to-image diffusion in latent space.
 
     Batches carry either ``latent`` (precomputed VAE moments [B, 2C, h, w]) or ``image``
-    ([B, 3, H, W] in [0, 1], encoded on the fly), plus ``caption`` (list of str).
+    ([B, 3, H, W] in [0, 1], encoded on the fly), plus ``caption`` (list of str) and,
+    from latent shards with stored text embeddings, ``context`` ([B, L, D]).
 
     Args:
         cfg: the ``ldm`` block (``train``, ``noise``, ``sample``).
@@ -41,6 +42,7 @@ class LatentDiffusionModule(pl.LightningModule):
             self.unet.enable_gradient_checkpointing()
         self.losses: list[float] = []
         "Training loss of every step (this rank), for summaries and tests."
+        self._empty_context: Optional[torch.Tensor] = None
 
     # -- frozen parts follow the trainer's device ---------------------------------
     def on_fit_start(self) -> None:
@@ -63,18 +65,34 @@ class LatentDiffusionModule(pl.LightningModule):
         return z * self.scaling_factor
 
     @torch.no_grad()
-    def context_of(self, captions: Sequence[str], dropout: float = 0.0) -> torch.Tensor:
-        """Text features; with probability ``dropout`` a caption becomes "" (for guidance)."""
-        captions = list(captions)
-        if dropout > 0:
-            drop = torch.rand(len(captions)) < dropout
+    def context_of(self, batch: dict, dropout: float = 0.0) -> torch.Tensor:
+        """Text features of ``batch["caption"]``; with probability ``dropout`` the empty prompt's (for guidance).
+
+        Stored embeddings (``batch["context"]``, from latent shards written with
+        ``ldm.latents.precompute_text``) are used as they are, so the encoder runs only
+        once, for the empty prompt. Both paths draw the dropout mask identically.
+        """
+        captions = list(batch["caption"])
+        drop = torch.rand(len(captions)) < dropout if dropout > 0 else torch.zeros(len(captions), dtype=torch.bool)
+        if "context" not in batch:
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        return encode_prompts(self.tokenizer, self.text_encoder.module, captions)
+            return encode_prompts(self.tokenizer, self.text_encoder.module, captions)
+        context = batch["context"].float()
+        if drop.any():
+            empty = self.empty_context().to(context.device)
+            context = torch.where(drop.to(context.device).view(-1, 1, 1), empty, context)
+        return context
+
+    def empty_context(self) -> torch.Tensor:
+        """The empty prompt's features [1, L, D], encoded once."""
+        if self._empty_context is None:
+            self._empty_context = encode_prompts(self.tokenizer, self.text_encoder.module, [""])
+        return self._empty_context
 
     def diffusion_loss(self, batch: dict, dropout: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The training objective of one batch (noise, timesteps and target per ``cfg.noise``)."""
         latents = self.latents_of(batch)
-        context = self.context_of(batch["caption"], dropout)
+        context = self.context_of(batch, dropout)
         t_cfg = self.cfg.train
         noise = losses.sample_noise(latents, t_cfg.offset_noise, generator)
         n_steps = self.noise_scheduler.config.num_train_timesteps

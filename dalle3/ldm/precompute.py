@@ -3,6 +3,11 @@
 Distributed and resumable through :func:`dalle3.data.offline.run_shard_job`: launch it
 on N ranks (torchrun, SLURM tasks, job arrays) and each encodes its own shards; rerun
 it and finished shards are skipped. No process group is needed.
+
+With ``ldm.latents.precompute_text`` the frozen text encoder also runs here, once per
+caption, and its hidden states go into each sample (:func:`dalle3.ldm.data.encode_text_member`);
+each shard's manifest entry then says ``"text": true``, which is what the ldm stage
+checks before training on them. Shards finished earlier without them are redone.
 """
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ import webdataset as wds
 from omegaconf import OmegaConf
 
 from dalle3.config.validate import validate, validate_shards
-from dalle3.data.offline import run_shard_job
+from dalle3.data.captions import CAPTION_KINDS
+from dalle3.data.offline import completed, forget, output_name, run_shard_job
 from dalle3.data.pipeline import build_pipeline
-from dalle3.ldm.data import encode_latent_sample
-from dalle3.ldm.model import load_vae
+from dalle3.data.shards import assign_shards
+from dalle3.dist.env import array_task, dist_env
+from dalle3.ldm.data import encode_latent_sample, encode_text_member
+from dalle3.ldm.model import encode_prompts, load_or_create_text_encoder, load_vae
 from dalle3.ldm.validate import validate_ldm
 from dalle3.utils.logging import get_logger
 
@@ -32,12 +40,32 @@ def split_spec(cfg: Any, split: str) -> str:
 
 
 @torch.no_grad()
+def text_members(tokenizer: Any, encoder: torch.nn.Module, batch: dict) -> list[bytes]:
+    """Per sample, its ``text.safetensors`` bytes: the embeddings of ``alt`` and of each non-empty ``ssc``/``dsc``.
+
+    One encoder pass per caption kind over the batch; each row is padded to
+    ``max_length`` alone, so it equals the row the training step would encode.
+    """
+    n = len(batch["key"])
+    rows: dict[str, dict[int, torch.Tensor]] = {}
+    for kind in CAPTION_KINDS:
+        idx = [i for i in range(n) if kind == "alt" or batch[kind][i]]
+        if idx:
+            rows[kind] = dict(zip(idx, encode_prompts(tokenizer, encoder, [batch[kind][i] for i in idx]).cpu()))
+    return [encode_text_member({k: r[i] for k, r in rows.items() if i in r},
+                               {k: batch[k][i] for k, r in rows.items() if i in r}) for i in range(n)]
+
+
+@torch.no_grad()
 def encode_shard(vae: torch.nn.Module, shard: str, out_path: str, image_size: int, batch_size: int,
-                 sidecar_dir: Optional[str] = None) -> dict:
-    """Write the latent shard of one image shard to ``out_path``; return ``{"samples", "skipped"}``.
+                 sidecar_dir: Optional[str] = None, text_encoder: Optional[tuple] = None) -> dict:
+    """Write the latent shard of one image shard to ``out_path``; return ``{"samples", "skipped", "text"}``.
 
     Captions are copied as the data layer reads them (recaption sidecars joined), so
     the latent shard trains on the same alt/ssc/dsc as its image shard.
+
+    Args:
+        text_encoder: ``(tokenizer, encoder)`` to also store text embeddings (:func:`text_members`).
     """
     device = next(vae.parameters()).device
     n = skipped = 0
@@ -46,11 +74,29 @@ def encode_shard(vae: torch.nn.Module, shard: str, out_path: str, image_size: in
                                     sidecar_dir=sidecar_dir):
             skipped += int(batch["n_skipped"])
             moments = vae.encode(batch["image"].to(device, vae.dtype) * 2 - 1).latent_dist.parameters
+            texts = text_members(*text_encoder, batch) if text_encoder else [None] * len(batch["key"])
             for i, key in enumerate(batch["key"]):
                 sink.write(encode_latent_sample(key, moments[i], batch["alt"][i], batch["ssc"][i],
-                                                batch["dsc"][i], batch["scene"][i]))
+                                                batch["dsc"][i], batch["scene"][i], texts[i]))
                 n += 1
-    return {"samples": n, "skipped": skipped}
+    return {"samples": n, "skipped": skipped, "text": text_encoder is not None}
+
+
+def redo_without_text(shards: list, out_dir: str) -> int:
+    """Forget this process's finished shards whose manifest entry has no text embeddings; return how many.
+
+    Only this process's own shards (same split as :func:`run_shard_job`), so ranks never
+    drop an entry another rank has just rewritten.
+    """
+    env, task = dist_env(), array_task()
+    done = completed(out_dir)
+    n = 0
+    for shard in assign_shards(shards, env.rank, env.world_size, task.task_id, task.task_count):
+        entry = done.get(output_name(shard))
+        if entry is not None and not entry.get("text"):
+            forget(out_dir, output_name(shard))
+            n += 1
+    return n
 
 
 def run(cfg: Any) -> dict:
@@ -60,16 +106,23 @@ def run(cfg: Any) -> dict:
     specs = {split: validate_shards(f"ldm.latents.splits[{split}]", split_spec(cfg, split))
              for split in cfg.ldm.latents.splits}
     torch.manual_seed(cfg.seed)
-    vae = load_vae(cfg.ldm.vae).to("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = load_vae(cfg.ldm.vae).to(device)
+    text_encoder = None
+    if cfg.ldm.latents.precompute_text:
+        tokenizer, encoder = load_or_create_text_encoder(cfg.ldm.text_encoder)
+        text_encoder = (tokenizer, encoder.to(device))
     sidecar_dir = OmegaConf.select(cfg, "data.sidecar_dir", default=None)
     t0 = time.time()
     summary: dict[str, Any] = {"out_dir": str(cfg.ldm.latents.out_dir)}
     for split, shards in specs.items():
         out_dir = os.path.join(cfg.ldm.latents.out_dir, split)
+        redone = redo_without_text(shards, out_dir) if text_encoder else 0
         summary[split] = run_shard_job(
-            shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size, cfg.ldm.latents.batch_size,
-                                          sidecar_dir),
+            shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size,
+                                                           cfg.ldm.latents.batch_size, sidecar_dir, text_encoder),
             name=f"latents/{split}")
+        summary[split]["redone_for_text"] = redone
     summary["seconds"] = round(time.time() - t0, 1)
     log.info("latents: %s", summary)
     return summary

@@ -2,7 +2,9 @@
 
 ``stage=vae`` trains the tiny AutoencoderKL and saves it (with its measured latent
 scaling factor) to ``ldm.vae.pretrained``. ``stage=ldm`` trains the U-Net on latent
-shards when ``ldm.train.use_latents`` and they exist, else on images encoded on the fly.
+shards when ``ldm.train.use_latents`` and they exist, else on images encoded on the fly;
+on the text embeddings stored in the latent shards when ``ldm.train.use_text_cache``
+and every shard has them, else on captions encoded in each step.
 """
 from __future__ import annotations
 
@@ -88,6 +90,41 @@ def latent_data_cfg(cfg: Any) -> Any:
     return data
 
 
+def text_cache_ready(cfg: Any) -> bool:
+    """Whether ldm training reads stored text embeddings: ``ldm.train.use_text_cache`` and every
+    latent shard (train, and val if present) has them by its manifest entry."""
+    from dalle3.data.offline import completed
+
+    if not cfg.ldm.train.use_text_cache:
+        return False
+    for split in ("train", "val"):
+        folder = os.path.join(cfg.ldm.latents.out_dir, split)
+        names = [f for f in os.listdir(folder) if f.endswith(".tar")] if os.path.isdir(folder) else []
+        done = completed(folder) if names else {}
+        if (split == "train" and not names) or not all(done.get(n, {}).get("text") for n in names):
+            return False
+    return True
+
+
+def check_text_cache(datamodule: Any, tokenizer: Any, encoder: torch.nn.Module) -> None:
+    """Fail with one line if the stored embeddings are not the configured encoder's (first usable train sample)."""
+    from dalle3.config.validate import ConfigError
+    from dalle3.ldm.data import PickTextEmbedding, build_latent_pipeline
+    from dalle3.ldm.model import encode_prompts
+
+    shard = datamodule.train_dataset().shards[:1]
+    batch = next(iter(build_latent_pipeline(shard, text=True, caption=datamodule.caption_cfg, batch_size=1,
+                                            sample_transform=PickTextEmbedding(), sidecar_dir=datamodule.sidecar_dir)),
+                 None)
+    if batch is None:  # nothing usable in that shard: training reports the skipped samples
+        return
+    stored, fresh = batch["context"].float(), encode_prompts(tokenizer, encoder, batch["caption"]).cpu()
+    if stored.shape != fresh.shape or not torch.allclose(stored, fresh, rtol=1e-2, atol=1e-2):
+        raise ConfigError(f"ldm.latents.precompute_text: the embeddings in {datamodule.data_cfg.train_shards} were "
+                          "made by another text encoder; allowed: rerun stage=latents into a fresh "
+                          "ldm.latents.out_dir, or ldm.train.use_text_cache=false")
+
+
 def ldm_callbacks(cfg: Any) -> list:
     """EMA (if ``ema_decay`` > 0), sample images (if ``sample.every_n_steps`` > 0), data statistics."""
     from dalle3.callbacks.data_stats import DataStats
@@ -117,10 +154,14 @@ def run_ldm(cfg: Any) -> dict:
     validate_ldm(cfg.ldm)
     L.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
-    module = LatentDiffusionModule(cfg.ldm, build_parts(cfg.ldm))
+    parts = build_parts(cfg.ldm)
+    module = LatentDiffusionModule(cfg.ldm, parts)
     latent_data = latent_data_cfg(cfg)
+    text = latent_data is not None and text_cache_ready(cfg)
     if latent_data is not None:
-        datamodule = LatentDataModule(latent_data, cfg.caption, seed=cfg.seed)
+        datamodule = LatentDataModule(latent_data, cfg.caption, seed=cfg.seed, text=text)
+        if text:
+            check_text_cache(datamodule, parts.tokenizer, parts.text_encoder)
     else:
         validate(cfg, need_train_shards=True)
         log.info("no latent shards under %s: encoding images on the fly", cfg.ldm.latents.out_dir)
@@ -128,6 +169,7 @@ def run_ldm(cfg: Any) -> dict:
     trainer = fit(module, datamodule, cfg, callbacks=ldm_callbacks(cfg))
     summary = _summary(trainer, module, t0)
     summary["inputs"] = "latents" if latent_data is not None else "images"
+    summary["text"] = "stored" if text else "encoded"
     summary["rank_memory"] = rank_memory(trainer)  # elements held by this rank (ZeRO shrinks them)
     stats = next((c.last for c in trainer.callbacks if type(c).__name__ == "DataStats"), {})
     summary["synthetic_share"] = stats.get("synthetic_share")

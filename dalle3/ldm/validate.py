@@ -3,13 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from dalle3.config.ldm import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, TEXT_ENCODER_KINDS
+from dalle3.config.ldm import BETA_SCHEDULES, OPEN_CLIP_LAYERS, PREDICTION_TYPES, SAMPLERS, TEXT_ENCODER_KINDS
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
 
 
 def validate_ldm(cfg: Any, key: str = "ldm") -> None:
     """Raise a one-line :class:`ConfigError` naming the first bad ``ldm.*`` value."""
     check_choice(f"{key}.text_encoder.kind", cfg.text_encoder.kind, TEXT_ENCODER_KINDS)
+    if cfg.text_encoder.kind == "open_clip":
+        check_choice(f"{key}.text_encoder.layer", cfg.text_encoder.layer, OPEN_CLIP_LAYERS)
+        if not cfg.text_encoder.pretrained:
+            raise ConfigError(f"{key}.text_encoder.pretrained is not set for kind=open_clip; allowed: "
+                              "MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k")
     check_choice(f"{key}.noise.prediction_type", cfg.noise.prediction_type, PREDICTION_TYPES)
     check_choice(f"{key}.noise.beta_schedule", cfg.noise.beta_schedule, BETA_SCHEDULES)
     check_choice(f"{key}.noise.sampler", cfg.noise.sampler, SAMPLERS)

@@ -157,3 +157,15 @@ def test_generate_writes_pngs_from_ema_weights_and_exports_a_diffusers_pipeline(
                  generator=torch.Generator().manual_seed(0), height=32, width=32).images
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
     assert type(pipe.tokenizer).__module__.startswith("transformers") and pipe.safety_checker is None
+
+
+def test_ldm_stage_trains_on_text_embeddings_stored_by_the_latents_stage(world, trained_vae, tmp_path):
+    out, _ = trained_vae
+    where = f"ldm.latents.out_dir={tmp_path}/latents"
+    _, s = run(world, out, "stage=latents", "ldm.latents.precompute_text=true", where)
+    assert s["train"]["samples"] == 256 and s["val"]["samples"] == 64
+    cfg, s = run(world, out, "stage=ldm", "caption=blend", "trainer.max_steps=6", "trainer.val_check_interval=3", where,
+                 f"paths.run_dir={tmp_path}/run")
+    assert s["inputs"] == "latents" and s["text"] == "stored" and s["global_step"] == 6
+    assert torch.isfinite(torch.tensor([s["loss_first"], s["loss_last"], s["metrics"]["val/loss"]])).all()
+    assert 0.7 < s["synthetic_share"] <= 1.0  # the blend still picks captions (and their embeddings) per sample
