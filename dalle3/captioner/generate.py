@@ -183,16 +183,18 @@ class CaptionGenerator:
         model: open_clip ``CoCa``.
         tokenizer: its tokenizer (``decode`` and start/end ids are used).
         opts: decoding options.
-        normalize: map [0, 1] images to model input (default: CLIP mean/std).
+        normalize: map [0, 1] images to model input (default: resize to the model's image
+            size, then CLIP mean/std).
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, opts: Optional[DecodeOptions] = None,
                  normalize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
-        from dalle3.captioner.model import normalize_images
+        from dalle3.captioner.model import model_image_size, to_model_input
 
         self.model, self.tokenizer, self.opts = model, tokenizer, opts or DecodeOptions()
         self.ids = SpecialIds.from_tokenizer(tokenizer)
-        self.normalize = normalize or normalize_images
+        size = model_image_size(model)
+        self.normalize = normalize or (lambda images: to_model_input(images, size))
         self.kv = CocaKV(model)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:

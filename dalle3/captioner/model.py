@@ -52,7 +52,9 @@ def tiny_model_config(arch: Any, vocab_size: int, context_length: int, pad_id: i
         "embed_dim": arch.embed_dim,
         "vision_cfg": dict(image_size=arch.image_size, patch_size=arch.patch_size, width=arch.vision_width,
                            layers=arch.vision_layers, head_width=arch.vision_head_width,
-                           attentional_pool=True, attn_pooler_queries=arch.attn_pooler_queries,
+                           pos_embed_type=getattr(arch, "pos_embed_type", "learnable"),
+                           attentional_pool=bool(getattr(arch, "attentional_pool", True)),
+                           attn_pooler_queries=arch.attn_pooler_queries,
                            attn_pooler_heads=arch.attn_pooler_heads, output_tokens=True),
         "text_cfg": text,
         "multimodal_cfg": {**text, "layers": arch.decoder_layers, "attn_pooler_heads": arch.attn_pooler_heads},
@@ -213,3 +215,23 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+def model_image_size(model: nn.Module) -> int:
+    """Side of the square images ``model``'s image tower takes (open_clip ``visual.image_size``)."""
+    size = getattr(getattr(model, "visual", None), "image_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} has no visual.image_size; not an open_clip CLIP/CoCa model")
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[0, 1] RGB at any size → CLIP-normalised input at the tower's ``size`` (bicubic, antialiased).
+
+    The world is rendered at 64 px but a tower may read it at another size: the tiny
+    preset reads it at 96 px with 8 px patches, so each grid cell covers the same 4x4
+    patches and a shape looks the same in every cell (see conf/captioner/tiny.yaml).
+    """
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = torch.nn.functional.interpolate(images, size=size, mode="bicubic", antialias=True).clamp(0, 1)
+    return normalize_images(images)

@@ -11,11 +11,10 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from dalle3.captioner.losses import build_loss, coca_losses
-from dalle3.captioner.model import build_captioner, normalize_images
+from dalle3.captioner.model import build_captioner, to_model_input
 from dalle3.config.captioner import CaptionerConfig
 
 
@@ -78,12 +77,10 @@ class CaptionerModule(pl.LightningModule):
     def model_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images at the model's size, and token ids (trimmed if configured)."""
         images = batch["image"]
-        if images.shape[-1] != self.image_size:
-            images = F.interpolate(images, size=self.image_size, mode="bicubic", antialias=True).clamp(0, 1)
         text = self.tokenizer(list(batch["caption"])).to(images.device)
         if self.cfg.trim_text:
             text = trim_padding(text, self.pad_id)
-        return normalize_images(images), text
+        return to_model_input(images, self.image_size), text
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         images, text = self.model_inputs(batch)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, TOKENIZERS
+from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, TOKENIZERS
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range, validate
 from dalle3.utils.logging import get_logger
 
@@ -30,6 +30,15 @@ def validate_captioner(cfg: Any) -> None:
     check_range("captioner.contrastive_weight", c.contrastive_weight, 0.0, float("inf"))
     check_range("captioner.caption_weight", c.caption_weight, 0.0, float("inf"))
     check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
+    if not c.model:
+        check_choice("captioner.arch.pos_embed_type", c.arch.pos_embed_type, POS_EMBED_TYPES)
+        if c.arch.image_size % c.arch.patch_size:
+            raise ConfigError(f"captioner.arch.image_size={c.arch.image_size} is not a multiple of "
+                              f"captioner.arch.patch_size={c.arch.patch_size}; allowed: a multiple")
+        if not c.arch.attentional_pool and c.arch.vision_width != c.arch.text_width:
+            raise ConfigError(f"captioner.arch.vision_width={c.arch.vision_width} differs from captioner.arch."
+                              f"text_width={c.arch.text_width} with attentional_pool=false; allowed: equal widths "
+                              "(the decoder attends to the patch tokens directly)")
     if c.tokenizer == "open_clip" and not c.model:
         raise ConfigError("captioner.tokenizer=open_clip needs captioner.model; allowed: an open_clip CoCa name "
                           "such as coca_ViT-B-32")

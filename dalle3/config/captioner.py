@@ -14,6 +14,8 @@ CAPTIONER_TARGETS = ("alt", "ssc", "dsc")
 TOKENIZERS = ("world", "open_clip")
 "world: word-level vocabulary of the synthetic world; open_clip: the model's own (BPE) tokenizer."
 DECODE_MODES = ("greedy", "beam", "sample")
+POS_EMBED_TYPES = ("learnable", "sin_cos_2d")
+"Position embeddings of open_clip's ViT image tower."
 "Caption decoding strategies of :mod:`dalle3.captioner.generate`."
 
 
@@ -22,15 +24,19 @@ class CaptionerArchConfig:
     """Sizes of a CoCa built from scratch (used when ``captioner.model`` is null)."""
 
     image_size: int = 64
-    "Input image side in pixels."
+    "Input image side in pixels; images of another size are resized (bicubic) on the way in."
     patch_size: int = 4
-    "ViT patch side; 64 px / 4 = a 16x16 token grid (patch 8 cannot tell shapes apart)."
+    "ViT patch side (image_size / patch_size tokens per side)."
     vision_width: int = 96
     "Width of the ViT image tower."
     vision_layers: int = 3
     "Residual blocks of the image tower."
     vision_head_width: int = 32
     "Channels per attention head in the image tower (heads = width / head_width)."
+    pos_embed_type: str = "learnable"
+    "Image tower position embeddings: learnable | sin_cos_2d (fixed 2D sine-cosine, as in MAE)."
+    attentional_pool: bool = True
+    "true: an attentional pooler compresses the patch tokens into attn_pooler_queries tokens; false: the decoder attends to every patch token (vision_width must equal text_width)."
     attn_pooler_queries: int = 65
     "Queries of the attentional pooler: one pooled embedding for the contrastive loss, the rest are the image tokens the decoder attends to."
     attn_pooler_heads: int = 4

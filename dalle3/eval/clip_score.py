@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from dalle3.captioner.model import normalize_images
+from dalle3.captioner.model import to_model_input
 
 
 class ClipScorer:
@@ -30,8 +30,6 @@ class ClipScorer:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Per-pair scores for images in [0, 1] and their texts."""
-        if images.shape[-1] != self.image_size:
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
-        img = F.normalize(self.model.encode_image(normalize_images(images)), dim=-1)
+        img = F.normalize(self.model.encode_image(to_model_input(images, self.image_size)), dim=-1)
         txt = F.normalize(self.model.encode_text(self.tokenizer(list(texts))), dim=-1)
         return 100 * (img * txt).sum(-1).clamp(min=0)
