@@ -34,6 +34,21 @@ def test_tiny_preset_is_a_small_coca_with_the_world_vocabulary():
     assert cap.model_name in open_clip.list_models()  # registered with open_clip.add_model_config
 
 
+def test_tiny_preset_reads_the_64px_world_at_its_own_size_with_cells_aligned_to_patches():
+    from dalle3.captioner.generate import CaptionGenerator, DecodeOptions
+    from dalle3.captioner.model import model_image_size, to_model_input
+
+    cap = build_captioner(as_captioner_config(compose([]).captioner))
+    size, patch = model_image_size(cap.model), cap.model_cfg["vision_cfg"]["patch_size"]
+    assert (size // patch) % 3 == 0  # every grid cell covers the same number of whole patches
+    assert cap.model.visual.attn_pool is None  # the decoder attends to every patch token
+    assert not cap.model.visual.positional_embedding.requires_grad  # fixed 2D sin-cos
+    world = torch.rand(2, 3, 64, 64)
+    assert to_model_input(world, size).shape == (2, 3, size, size)
+    captions = CaptionGenerator(cap.model, cap.tokenizer, DecodeOptions(max_new_tokens=5))(world)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
 def test_fresh_model_has_no_nan_and_the_decoder_projection_is_initialised():
     torch.manual_seed(0)
     cap = build_captioner(small_cfg())

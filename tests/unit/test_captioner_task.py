@@ -25,6 +25,9 @@ from dalle3.world.scene import sample_scene
     (["stage=captioner_pretrain", "captioner.decode.mode=nucleus"], "captioner.decode.mode"),
     (["stage=captioner_pretrain", "caption.source=dsc"], "caption.source"),
     (["stage=captioner_pretrain", "captioner.caption_weight=-1"], "captioner.caption_weight"),
+    (["stage=captioner_pretrain", "captioner.arch.pos_embed_type=rope"], "captioner.arch.pos_embed_type"),
+    (["stage=captioner_pretrain", "captioner.arch.image_size=100"], "captioner.arch.image_size"),
+    (["stage=captioner_pretrain", "captioner.arch.text_width=128"], "captioner.arch.vision_width"),
 ])
 def test_bad_captioner_values_fail_with_one_line(overrides, key):
     with pytest.raises(ConfigError) as err:
