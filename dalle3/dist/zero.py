@@ -89,16 +89,18 @@ def load_checkpoint(path: str) -> dict:
     if not _is_deepspeed_dir(path):
         # Lightning's own checkpoints hold tensors and plain containers only
         return torch.load(path, map_location="cpu", weights_only=True)
-    from deepspeed.utils.zero_to_fp32 import (get_fp32_state_dict_from_zero_checkpoint, get_model_state_file,
-                                              get_optim_files)
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     state_dict = get_fp32_state_dict_from_zero_checkpoint(path)
     with open(os.path.join(path, "latest")) as f:
         tag_dir = os.path.join(path, f.read().strip())
-    optim = torch.load(get_optim_files(tag_dir)[0], map_location="cpu", weights_only=False)
-    stage = optim["optimizer_state_dict"]["zero_stage"]
-    # DeepSpeed pickles its client state (written by our own run): not weights_only
-    client = torch.load(get_model_state_file(tag_dir, stage), map_location="cpu", weights_only=False)
+    # rank 0's model-state file (ZeRO-3 names it per rank); found by name, so the optimizer
+    # partitions (as large as the model, and pickled) are never read just to learn the stage
+    names = ("zero_pp_rank_0_mp_rank_00_model_states.pt", "mp_rank_00_model_states.pt")
+    model_state = next((os.path.join(tag_dir, n) for n in names if os.path.exists(os.path.join(tag_dir, n))), None)
+    if model_state is None:
+        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model-state file ({' or '.join(names)})")
+    client = torch.load(model_state, map_location="cpu", weights_only=True)
     skip = {"module", "optimizer", "lr_scheduler", "csr_tensor_module_names", "skipped_steps", "global_steps",
             "dp_world_size", "mp_world_size"}
     ckpt = {k: v for k, v in client.items() if k not in skip}
