@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dalle3.captioner.losses import build_loss, coca_losses
-from dalle3.captioner.model import build_captioner, to_model_input
+from dalle3.captioner.model import build_captioner, model_image_size, to_model_input
 from dalle3.config.captioner import CaptionerConfig
 
 
@@ -65,7 +65,7 @@ class CaptionerModule(pl.LightningModule):
         self.model = self.captioner.model
         self.tokenizer = self.captioner.tokenizer
         self.pad_id = getattr(self.tokenizer, "pad_token_id", 0)
-        self.image_size = self.captioner.model_cfg["vision_cfg"]["image_size"]
+        self.image_size = model_image_size(self.model)
         self.loss_fn = build_loss(self.cfg, self.pad_id)
         self.steps_run = 0
         "Training steps run by this process (a resumed run counts only its own)."
