@@ -191,8 +191,10 @@ def test_sigkill_of_one_rank_then_rerun_finishes_exactly_once(setup, tmp_path):
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     out = tmp_path / "out"
+    # batch 1 and 40 forced tokens per caption: each shard takes ~16 decodes of 40 steps (~1 s on 2 cores),
+    # long enough that a kill chosen "inside the nth shard" lands there and not after it
     extra = (f"recaption.input_shards={setup['root']}/world/train", "recaption.num_workers=1",
-             "recaption.batch_size=4")
+             "recaption.batch_size=1", "recaption.decode.max_new_tokens=40", "recaption.decode.min_new_tokens=40")
     with open(tmp_path / "r0.log", "wb") as log0, open(tmp_path / "r1.log", "wb") as log1:
         ranks = [_launch(setup, out, 0, 2, *extra, log=log0), _launch(setup, out, 1, 2, *extra, log=log1)]
         nth = rng.randint(1, 3)  # kill inside rank 1's nth shard (of 3): at a random point of its writes
