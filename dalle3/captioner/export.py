@@ -8,7 +8,14 @@ Folder layout (``<run_dir>/export``):
 * ``<model_name>.json``: the bare model config, for ``open_clip.add_model_config(file)``
   then ``open_clip.create_model(<model_name>, pretrained=<weights>)``;
 * ``tokenizer.json``: our word-level vocabulary (absent for open_clip's BPE tokenizer);
-* ``captioner.json``: model name, tokenizer kind and free-form metadata (target, steps).
+* ``captioner.json``: model name, tokenizer kind, ``conv_stem`` (the stem's channels, or
+  null) and free-form metadata (target, steps).
+
+With ``captioner.arch.stem: patch`` (and every named open_clip model) the folder loads
+with open_clip's own ``create_model`` as described. With ``stem: conv`` (the tiny preset)
+the image tower's patch embedding is a small CNN that open_clip cannot build, so load it
+with :func:`load_exported`, which builds the model with open_clip and adds the stem
+before reading the same safetensors file.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from dalle3.captioner.model import CLIP_MEAN, CLIP_STD, Captioner, check_finite, register_model_config
+from dalle3.captioner.model import CLIP_MEAN, CLIP_STD, Captioner, check_finite, create_coca
 from dalle3.captioner.tokenizer import WordTokenizer
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -68,23 +75,22 @@ def export_captioner(captioner: Captioner, out_dir: Union[str, Path], meta: Opti
     tok = captioner.tokenizer
     if isinstance(tok, WordTokenizer):
         tok.save(out / TOKENIZER_FILE)
-    info = {"model_name": captioner.model_name,
+    info = {"model_name": captioner.model_name, "conv_stem": captioner.stem,
             "tokenizer": "world" if isinstance(tok, WordTokenizer) else "open_clip", **(meta or {})}
     _atomic_write(out / META_FILE, json.dumps(info, indent=2, default=str))
     return out
 
 
 def load_exported(folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Captioner:
-    """Load an export with open_clip's own loader (``create_model(name, pretrained=file)``)."""
+    """Load an export: open_clip's own ``create_model(name, pretrained=file)``, plus the conv stem if it has one."""
     folder = Path(folder)
     info = json.loads((folder / META_FILE).read_text())
-    name = info["model_name"]
+    name, stem = info["model_name"], info.get("conv_stem")
     model_cfg = json.loads((folder / f"{name}.json").read_text())
-    register_model_config(name, model_cfg)
-    model = open_clip.create_model(name, pretrained=str(folder / WEIGHTS_FILE), device=device)
+    model = create_coca(name, model_cfg, stem, str(folder / WEIGHTS_FILE), device)
     check_finite(model)
     if (folder / TOKENIZER_FILE).exists():
         tokenizer: Any = WordTokenizer.load(folder / TOKENIZER_FILE)
     else:
         tokenizer = open_clip.get_tokenizer(name)  # registered above: its text_cfg picks the tokenizer
-    return Captioner(model.eval(), tokenizer, name, model_cfg)
+    return Captioner(model.eval(), tokenizer, name, model_cfg, stem)

@@ -2,8 +2,9 @@
 
 Every size goes through the same path: an open_clip model config (a built-in one such
 as ``coca_ViT-L-14``, or one built here from ``captioner.arch`` and registered with
-``open_clip.add_model_config``) → ``open_clip.create_model`` → the open_clip 3.3.0
-initialisation fix → optional image-tower init/freeze. No Lightning, no distributed code.
+``open_clip.add_model_config``) → ``open_clip.create_model`` (+ the optional conv stem,
+:mod:`dalle3.captioner.stem`) → the open_clip 3.3.0 initialisation fix → optional
+image-tower init/freeze. No Lightning, no distributed code.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Any, Callable, Optional
 
 import open_clip
 import torch
-from open_clip.factory import load_state_dict
+from open_clip.factory import load_checkpoint, load_state_dict
 from torch import nn
 
+from dalle3.captioner.stem import add_conv_stem
 from dalle3.captioner.tokenizer import WordTokenizer, build_world_tokenizer
 
 CLIP_MEAN = open_clip.OPENAI_DATASET_MEAN
@@ -37,6 +39,8 @@ class Captioner:
     "Name under which ``model_cfg`` is registered in open_clip."
     model_cfg: dict
     "The open_clip model config (JSON-serialisable)."
+    stem: Optional[list[int]] = None
+    "Channels of the conv stem that replaces the patch embedding (:mod:`dalle3.captioner.stem`); None: open_clip's."
 
 
 def tiny_model_config(arch: Any, vocab_size: int, context_length: int, pad_id: int = 0) -> dict:
@@ -100,6 +104,36 @@ def model_config_for(cfg: Any, vocab_size: Optional[int]) -> tuple[str, dict]:
     return f"dalle3_coca_{cfg.name}", tiny_model_config(cfg.arch, vocab_size, int(cfg.context_length or 80))
 
 
+def stem_of(cfg: Any) -> Optional[list[int]]:
+    """The conv stem's channels for a ``captioner`` block (``arch.stem: conv``), or None (``patch``)."""
+    if cfg.model:
+        return None  # a named open_clip config keeps open_clip's patch embedding
+    stem = getattr(cfg.arch, "stem", "patch")
+    if stem not in ("patch", "conv"):
+        raise ValueError(f"captioner.arch.stem={stem!r}; allowed: patch | conv")
+    return [int(c) for c in cfg.arch.stem_channels] if stem == "conv" else None
+
+
+def create_coca(name: str, model_cfg: dict, stem: Optional[list[int]] = None, weights: Optional[str] = None,
+                device: Any = "cpu") -> nn.Module:
+    """``open_clip.create_model(name, pretrained=weights)``, with the conv stem added when ``stem`` is set.
+
+    With a stem the weights cannot go through open_clip's loader (their patch-embedding keys
+    differ), so the model is built bare, the stem added, then the same open_clip
+    ``load_checkpoint`` (safetensors, or ``torch.load(weights_only=True)``, strict) fills it.
+    """
+    register_model_config(name, model_cfg)
+    if not stem:
+        return open_clip.create_model(name, pretrained=weights, device=device)
+    model = add_conv_stem(open_clip.create_model(name), stem)
+    if weights:
+        if not os.path.isfile(weights):
+            raise ValueError(f"pretrained={weights!r} is not a file; a model with a conv stem loads only its own "
+                             "exported weights (.safetensors)")
+        load_checkpoint(model, weights, strict=True, weights_only=True)
+    return model.to(device)
+
+
 def build_tokenizer(cfg: Any) -> Callable:
     """``world``: :class:`WordTokenizer`; ``open_clip``: the model's own tokenizer."""
     if cfg.tokenizer == "world":
@@ -122,9 +156,9 @@ def build_captioner(cfg: Any, pretrained: Optional[str] = None) -> Captioner:
     tokenizer = build_tokenizer(cfg)
     vocab = tokenizer.vocab_size if isinstance(tokenizer, WordTokenizer) else None
     name, model_cfg = model_config_for(cfg, vocab)
-    register_model_config(name, model_cfg)
+    stem = stem_of(cfg)
     weights = resolve_weights(pretrained or cfg.pretrained)
-    model = open_clip.create_model(name, pretrained=weights)
+    model = create_coca(name, model_cfg, stem, weights)
     if not weights:
         init_text_decoder(model.text_decoder)
     if cfg.image_init and not weights:
@@ -134,13 +168,12 @@ def build_captioner(cfg: Any, pretrained: Optional[str] = None) -> Captioner:
     if getattr(cfg, "grad_checkpointing", False):
         model.set_grad_checkpointing(True)
     check_finite(model)
-    return Captioner(model, tokenizer, name, model_cfg)
+    return Captioner(model, tokenizer, name, model_cfg, stem)
 
 
 def plain_model(captioner: Captioner, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A fresh, unwrapped copy of ``captioner.model``'s architecture holding ``state_dict``."""
-    register_model_config(captioner.model_name, captioner.model_cfg)
-    model = open_clip.create_model(captioner.model_name)
+    model = create_coca(captioner.model_name, captioner.model_cfg, captioner.stem)
     model.load_state_dict(state_dict)
     return model.eval()
 
@@ -228,9 +261,8 @@ def model_image_size(model: nn.Module) -> int:
 def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
     """[0, 1] RGB at any size → CLIP-normalised input at the tower's ``size`` (bicubic, antialiased).
 
-    The world is rendered at 64 px but a tower may read it at another size: the tiny
-    preset reads it at 96 px with 8 px patches, so each grid cell covers the same 4x4
-    patches and a shape looks the same in every cell (see conf/captioner/tiny.yaml).
+    The world is rendered at 64 px but a tower may read it at another size (a real CLIP
+    reads 224 px; a tiny tower may be configured for any size).
     """
     if images.shape[-1] != size or images.shape[-2] != size:
         images = torch.nn.functional.interpolate(images, size=size, mode="bicubic", antialias=True).clamp(0, 1)

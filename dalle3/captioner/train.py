@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, TOKENIZERS
+from dalle3.captioner.stem import check_stem
+from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, STEMS, TOKENIZERS
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range, validate
 from dalle3.utils.logging import get_logger
 
@@ -32,6 +33,12 @@ def validate_captioner(cfg: Any) -> None:
     check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
     if not c.model:
         check_choice("captioner.arch.pos_embed_type", c.arch.pos_embed_type, POS_EMBED_TYPES)
+        check_choice("captioner.arch.stem", c.arch.stem, STEMS)
+        if c.arch.stem == "conv":
+            try:
+                check_stem(list(c.arch.stem_channels), c.arch.patch_size)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if c.arch.image_size % c.arch.patch_size:
             raise ConfigError(f"captioner.arch.image_size={c.arch.image_size} is not a multiple of "
                               f"captioner.arch.patch_size={c.arch.patch_size}; allowed: a multiple")

@@ -14,9 +14,11 @@ CAPTIONER_TARGETS = ("alt", "ssc", "dsc")
 TOKENIZERS = ("world", "open_clip")
 "world: word-level vocabulary of the synthetic world; open_clip: the model's own (BPE) tokenizer."
 DECODE_MODES = ("greedy", "beam", "sample")
+"Caption decoding strategies of :mod:`dalle3.captioner.generate`."
 POS_EMBED_TYPES = ("learnable", "sin_cos_2d")
 "Position embeddings of open_clip's ViT image tower."
-"Caption decoding strategies of :mod:`dalle3.captioner.generate`."
+STEMS = ("patch", "conv")
+"Patch embeddings of the image tower (dalle3/captioner/stem.py)."
 
 
 @dataclass
@@ -27,6 +29,10 @@ class CaptionerArchConfig:
     "Input image side in pixels; images of another size are resized (bicubic) on the way in."
     patch_size: int = 4
     "ViT patch side (image_size / patch_size tokens per side)."
+    stem: str = "patch"
+    "Patch embedding: patch (open_clip's strided convolution) | conv (overlapping 3x3 stride-2 convolutions, dalle3/captioner/stem.py; the export then loads with dalle3's load_exported, not open_clip's bare loader)."
+    stem_channels: list[int] = field(default_factory=lambda: [32, 64])
+    "Channels between the conv stem's layers (stem: conv); 2 ** (len + 1) must equal patch_size."
     vision_width: int = 96
     "Width of the ViT image tower."
     vision_layers: int = 3

@@ -17,7 +17,8 @@ from dalle3.stages import run_stage
 
 BIN = Path(sys.executable).parent
 WORLD = ["experiment=smoke", "datagen.workers=1", "datagen.shard_size=32"]
-TINY = ["captioner.arch.image_size=32", "captioner.arch.patch_size=4", "captioner.arch.vision_layers=1",
+TINY = ["captioner.arch.image_size=32", "captioner.arch.patch_size=4", "captioner.arch.stem_channels=[16]",
+        "captioner.arch.vision_layers=1",
         "captioner.arch.vision_width=64", "captioner.arch.embed_dim=64", "captioner.arch.text_width=64",
         "captioner.arch.text_layers=1", "captioner.arch.decoder_layers=1", "captioner.arch.attn_pooler_queries=17",
         "captioner.warmup_steps=2", "captioner.val_captions=4", "captioner.decode.max_new_tokens=12",

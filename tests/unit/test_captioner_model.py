@@ -34,17 +34,18 @@ def test_tiny_preset_is_a_small_coca_with_the_world_vocabulary():
     assert cap.model_name in open_clip.list_models()  # registered with open_clip.add_model_config
 
 
-def test_tiny_preset_reads_the_64px_world_at_its_own_size_with_cells_aligned_to_patches():
+def test_tiny_preset_reads_the_64px_world_through_a_conv_stem():
     from dalle3.captioner.generate import CaptionGenerator, DecodeOptions
-    from dalle3.captioner.model import model_image_size, to_model_input
+    from dalle3.captioner.model import model_image_size
+    from dalle3.captioner.stem import ConvStem
 
     cap = build_captioner(as_captioner_config(compose([]).captioner))
-    size, patch = model_image_size(cap.model), cap.model_cfg["vision_cfg"]["patch_size"]
-    assert (size // patch) % 3 == 0  # every grid cell covers the same number of whole patches
-    assert cap.model.visual.attn_pool is None  # the decoder attends to every patch token
+    assert model_image_size(cap.model) == 64 and isinstance(cap.model.visual.conv1, ConvStem)
+    assert cap.model.visual.attn_pool is None  # the decoder attends to every token
     assert not cap.model.visual.positional_embedding.requires_grad  # fixed 2D sin-cos
     world = torch.rand(2, 3, 64, 64)
-    assert to_model_input(world, size).shape == (2, 3, size, size)
+    _, tokens = cap.model.visual(normalize_images(world))
+    assert tokens.shape == (2, 8 * 8, cap.model_cfg["vision_cfg"]["width"])  # the 8 px patch grid, from the stem
     captions = CaptionGenerator(cap.model, cap.tokenizer, DecodeOptions(max_new_tokens=5))(world)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
@@ -71,12 +72,14 @@ def test_init_fix_overwrites_garbage():
 def test_image_init_from_a_clip_checkpoint_and_freeze(tmp_path):
     from safetensors.torch import save_file
 
-    donor = build_captioner(small_cfg())
+    donor = build_captioner(small_cfg("captioner.arch.stem=patch"))  # a CLIP tower has a patch embedding
     trunk = {f"visual.{k}": v.clone() for k, v in donor.model.visual.state_dict().items()
              if not k.startswith(("attn_pool", "ln_post", "proj"))}
     save_file(trunk, str(tmp_path / "clip.safetensors"))
+    with pytest.raises(ValueError, match=r"does not fit the image tower: missing \['conv1.0.weight'"):
+        build_captioner(small_cfg(f"captioner.image_init={tmp_path / 'clip.safetensors'}"))  # conv stem
     cap = build_captioner(small_cfg(f"captioner.image_init={tmp_path / 'clip.safetensors'}",
-                                    "captioner.freeze_image=true"))
+                                    "captioner.freeze_image=true", "captioner.arch.stem=patch"))
     assert torch.equal(cap.model.visual.conv1.weight, donor.model.visual.conv1.weight)
     frozen = {n for n, p in cap.model.visual.named_parameters() if not p.requires_grad}
     assert "conv1.weight" in frozen and not any(n.startswith("attn_pool") for n in frozen)
@@ -94,7 +97,7 @@ def test_real_presets_compose_with_open_clip_configs():
 
 def test_export_round_trip_with_open_clips_own_loader(tmp_path):
     torch.manual_seed(0)
-    cap = build_captioner(small_cfg())
+    cap = build_captioner(small_cfg("captioner.arch.stem=patch"))  # open_clip's own patch embedding
     with torch.no_grad():  # make the weights non-default so a skipped load would show
         for p in cap.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -118,6 +121,34 @@ def test_export_round_trip_with_open_clips_own_loader(tmp_path):
     assert loaded.tokenizer.vocab == cap.tokenizer.vocab
     assert json.loads((out / CONFIG_FILE).read_text())["model_cfg"] == cap.model_cfg
     assert not list(out.glob("*.pt*")) and not list(out.glob("*.bin"))  # no pickle files
+
+
+def test_conv_stem_export_round_trip(tmp_path):
+    from dalle3.captioner.model import plain_model
+
+    torch.manual_seed(0)
+    cap = build_captioner(small_cfg())  # the tiny preset's conv stem
+    assert cap.stem == [32, 64]
+    with torch.no_grad():
+        for p in cap.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = export_captioner(cap, tmp_path / "export")
+    assert json.loads((out / "captioner.json").read_text())["conv_stem"] == [32, 64]
+    images = normalize_images(torch.rand(3, 3, 32, 32))
+    text = cap.tokenizer(["a red circle in the middle", "two squares", ""])
+    cap.model.eval()
+    with torch.no_grad():
+        want = cap.model(images, text)
+        loaded = load_exported(out)
+        got = loaded.model(images, text)
+        copy = plain_model(cap, cap.model.state_dict())(images, text)
+    assert loaded.stem == [32, 64]
+    for key in want:
+        assert torch.equal(want[key], got[key]) and torch.equal(want[key], copy[key]), key
+    # open_clip's bare loader cannot build the stem, and says so instead of loading half the weights
+    open_clip.add_model_config(out / f"{cap.model_name}.json")
+    with pytest.raises(RuntimeError, match="conv1"):
+        open_clip.create_model(cap.model_name, pretrained=str(out / WEIGHTS_FILE))
 
 
 def test_register_model_config_overrides_a_previous_registration():
