@@ -31,6 +31,9 @@ def validate_captioner(cfg: Any) -> None:
     check_range("captioner.contrastive_weight", c.contrastive_weight, 0.0, float("inf"))
     check_range("captioner.caption_weight", c.caption_weight, 0.0, float("inf"))
     check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
+    for key, lr in (("captioner.lr", c.lr), ("captioner.pretrain_lr", c.pretrain_lr)):
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"{key}={lr!r}; allowed: a learning rate > 0")
     if not c.model:
         check_choice("captioner.arch.pos_embed_type", c.arch.pos_embed_type, POS_EMBED_TYPES)
         check_choice("captioner.arch.stem", c.arch.stem, STEMS)
@@ -78,6 +81,8 @@ def run(cfg: Any) -> dict:
     validate(cfg, need_train_shards=True)
     validate_captioner(cfg)
     init = init_weights(cfg)
+    if cfg.stage == "captioner_pretrain" and cfg.captioner.pretrain_lr is not None:
+        cfg.captioner.lr = cfg.captioner.pretrain_lr  # so the module, its logged hparams and the summary agree
 
     import lightning.pytorch as pl
 
@@ -97,6 +102,7 @@ def run(cfg: Any) -> dict:
     export_dir = export_run(trainer, module, cfg)
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
     return {"run_dir": str(cfg.paths.run_dir), "export": str(export_dir), "target": cfg.captioner.target,
+            "lr": cfg.captioner.lr,
             "steps": int(trainer.global_step), "steps_run": module.steps_run, "resumed_from": resumed_from,
             "rank": trainer.global_rank, "world_size": trainer.world_size,
             "strategy": type(trainer.strategy).__name__, "seconds": round(time.time() - t0, 1), **metrics}

@@ -83,6 +83,7 @@ def test_finetune_starts_from_the_pretrain_export(world, pretrained):
     assert all(torch.equal(start[k], exported[k]) for k in exported)
     summary = run_stage(cfg)
     assert summary["target"] == "ssc" and summary["steps"] == 3 and summary["train/contrastive_loss"] == 0.0
+    assert (pretrained["lr"], summary["lr"]) == (cfg.captioner.pretrain_lr, cfg.captioner.lr) != (None, None)
     assert Path(summary["run_dir"]).name == "captioner_ssc"
     meta = json.loads((Path(summary["export"]) / "captioner.json").read_text())
     assert meta["target"] == "ssc" and meta["init_from"] == pretrained["export"]
