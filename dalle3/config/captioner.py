@@ -114,7 +114,7 @@ class CaptionerConfig:
     lr: float = 1e-3
     "Peak AdamW learning rate."
     pretrain_lr: Optional[float] = None
-    "Peak learning rate of stage=captioner_pretrain instead of lr (null: lr). A gentle alt-text pretrain keeps the image tower and decoder usable for fine-tuning (benchmarks/RESULTS.md)."
+    "Peak learning rate of stage=captioner_pretrain instead of lr (null: lr). A short alt-text pretrain at a high lr leaves weights that fine-tune far slower than fresh ones (benchmarks/RESULTS.md)."
     weight_decay: float = 0.05
     "AdamW weight decay (open_clip's rule: not on gains, biases and logit_scale)."
     beta1: float = 0.9
