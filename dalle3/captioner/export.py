@@ -92,5 +92,5 @@ def load_exported(folder: Union[str, Path], device: Union[str, torch.device] = "
     if (folder / TOKENIZER_FILE).exists():
         tokenizer: Any = WordTokenizer.load(folder / TOKENIZER_FILE)
     else:
-        tokenizer = open_clip.get_tokenizer(name)  # registered above: its text_cfg picks the tokenizer
+        tokenizer = open_clip.get_tokenizer(name)  # create_coca registered it: its text_cfg picks the tokenizer
     return Captioner(model.eval(), tokenizer, name, model_cfg, stem)

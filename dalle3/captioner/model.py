@@ -23,6 +23,7 @@ from torch import nn
 
 from dalle3.captioner.stem import add_conv_stem
 from dalle3.captioner.tokenizer import WordTokenizer, build_world_tokenizer
+from dalle3.config.captioner import STEMS
 
 CLIP_MEAN = open_clip.OPENAI_DATASET_MEAN
 CLIP_STD = open_clip.OPENAI_DATASET_STD
@@ -108,10 +109,9 @@ def stem_of(cfg: Any) -> Optional[list[int]]:
     """The conv stem's channels for a ``captioner`` block (``arch.stem: conv``), or None (``patch``)."""
     if cfg.model:
         return None  # a named open_clip config keeps open_clip's patch embedding
-    stem = getattr(cfg.arch, "stem", "patch")
-    if stem not in ("patch", "conv"):
-        raise ValueError(f"captioner.arch.stem={stem!r}; allowed: patch | conv")
-    return [int(c) for c in cfg.arch.stem_channels] if stem == "conv" else None
+    if cfg.arch.stem not in STEMS:  # build_captioner may run without validate_captioner
+        raise ValueError(f"captioner.arch.stem={cfg.arch.stem!r}; allowed: {' | '.join(STEMS)}")
+    return [int(c) for c in cfg.arch.stem_channels] if cfg.arch.stem == "conv" else None
 
 
 def create_coca(name: str, model_cfg: dict, stem: Optional[list[int]] = None, weights: Optional[str] = None,
