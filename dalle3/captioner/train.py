@@ -73,7 +73,25 @@ def init_weights(cfg: Any) -> Optional[str]:
         hint = " (run stage=captioner_pretrain first)" if cfg.stage == "captioner_finetune" else ""
         raise ConfigError(f"captioner.init_from={init!r} does not exist{hint}; allowed: an export folder "
                           "or a .safetensors file")
+    check_same_vocabulary(cfg.captioner, Path(init))
     return str(init)
+
+
+def check_same_vocabulary(captioner_cfg: Any, init: Path) -> None:
+    """An export's tokenizer must be the one this config builds, or its embedding rows mean other words."""
+    from dalle3.captioner.export import TOKENIZER_FILE
+    from dalle3.captioner.model import build_tokenizer
+    from dalle3.captioner.tokenizer import WordTokenizer
+
+    saved = init / TOKENIZER_FILE if init.is_dir() else None
+    if saved is None or not saved.exists() or captioner_cfg.tokenizer != "world":
+        return
+    theirs, ours = WordTokenizer.load(saved), build_tokenizer(captioner_cfg)
+    if theirs.vocab != ours.vocab:
+        raise ConfigError(f"captioner.init_from={str(init)!r} was trained with another vocabulary "
+                          f"({len(theirs.phrases)} phrases, {theirs.vocab_size} tokens) than this config's "
+                          f"({len(ours.phrases)} phrases, {ours.vocab_size} tokens); set captioner.phrases="
+                          f"{len(theirs.phrases)}")
 
 
 def run(cfg: Any) -> dict:

@@ -95,6 +95,8 @@ class CaptionerConfig:
     "Sizes used when `model` is null."
     tokenizer: str = "world"
     "world (word-level, sized to the synthetic world) | open_clip (the model's BPE tokenizer)."
+    phrases: int = 0
+    "tokenizer=world: also this many multi-word glue phrases as tokens (no colour/shape/size/number/sign word inside); 0 = words only."
     context_length: Optional[int] = 80
     "Tokens per caption including start/end tokens; null keeps the open_clip model's own."
     pretrained: Optional[str] = None

@@ -110,6 +110,14 @@ def test_finetune_without_a_pretrain_export_fails_with_one_line(world, tmp_path)
     assert "captioner.init_from" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_finetune_with_another_vocabulary_than_the_pretrain_fails_with_one_line(world, pretrained):
+    phrases = compose(overrides(world, "stage=captioner_finetune")).captioner.phrases
+    cfg = compose(overrides(world, "stage=captioner_finetune", f"captioner.phrases={phrases + 5}"))
+    with pytest.raises(ConfigError) as err:
+        run_stage(cfg)
+    assert f"captioner.phrases={phrases}" in str(err.value) and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- several processes
 def _cli(cmd: list[str], out: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

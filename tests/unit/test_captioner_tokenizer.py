@@ -5,7 +5,8 @@ import random
 
 import torch
 
-from dalle3.captioner.tokenizer import SPECIALS, WordTokenizer, build_world_tokenizer, detokenize, world_vocabulary
+from dalle3.captioner.tokenizer import (SPECIALS, WordTokenizer, build_world_tokenizer, content_words, detokenize,
+                                        world_phrases, world_vocabulary)
 from dalle3.config.schema import WorldConfig
 from dalle3.world.captions import make_captions
 from dalle3.world.parse import caption_facts
@@ -61,3 +62,33 @@ def test_save_and_load_roundtrip(tmp_path):
     tok.save(tmp_path / "tokenizer.json")
     again = WordTokenizer.load(tmp_path / "tokenizer.json")
     assert again.vocab == tok.vocab and again.context_length == 40
+
+
+def test_glue_phrases_shorten_captions_and_decode_to_the_same_text():
+    words, phrases = build_world_tokenizer(context_length=100), build_world_tokenizer(context_length=100, phrases=200)
+    assert phrases.vocab[:words.vocab_size] == words.vocab and phrases.vocab_size == words.vocab_size + 200
+    n_words = n_phrases = 0
+    for scene, caps in _captions(300, seed=2):
+        for text in caps.values():
+            ids = phrases.encode(text)
+            assert phrases.unk_token_id not in ids
+            assert phrases.decode(ids) == words.decode(words.encode(text))
+            n_words, n_phrases = n_words + len(words.encode(text)), n_phrases + len(ids)
+    assert n_phrases < 0.7 * n_words  # the point: shorter sequences, a cheaper text side
+
+
+def test_glue_phrases_hold_no_fact_words_and_are_deterministic():
+    content = content_words()
+    assert {"red", "circle", "discs", "small", "big", "two", "one", "exit", "grey", "7"} <= content
+    found = world_phrases(200)
+    assert found == world_phrases.__wrapped__(200) and len(set(found)) == 200
+    assert all(len(p.split(" ")) >= 2 and content.isdisjoint(p.split(" ")) for p in found)
+    assert "in the top left corner" in found
+
+
+def test_phrases_survive_save_and_load(tmp_path):
+    tok = build_world_tokenizer(context_length=40, phrases=50)
+    tok.save(tmp_path / "tokenizer.json")
+    again = WordTokenizer.load(tmp_path / "tokenizer.json")
+    text = "A simple drawing of one large red circle in the top left corner against a beige backdrop."
+    assert again.vocab == tok.vocab and again(text).tolist() == tok(text).tolist()
