@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dalle3.config.validate import ConfigError, per_device_batch, validate_trainer
-from dalle3.dist.strategy import build_strategy, is_deepspeed, wants_cpu
+from dalle3.dist.strategy import build_strategy, cpu_threads, is_deepspeed, wants_cpu
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.trainer")
@@ -83,6 +84,10 @@ def build_trainer(cfg: Any, callbacks: Sequence[Callback] = (), **overrides: Any
 def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: Any,
         callbacks: Sequence[Callback] = (), **overrides: Any) -> L.Trainer:
     """Train ``module`` on ``datamodule``, resuming per ``trainer.resume``; return the Trainer."""
+    threads = cpu_threads(cfg.trainer)
+    if threads:
+        torch.set_num_threads(threads)
+        log.info("%d torch threads per process on the CPU", threads)
     trainer = build_trainer(cfg, callbacks, **overrides)
     ckpt_path = resolve_resume(cfg)
     if ckpt_path:

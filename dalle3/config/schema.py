@@ -150,6 +150,8 @@ class TrainerConfig:
     "DDP: allow parameters without gradients (e.g. a contrastive head with weight 0)."
     limit_val_batches: int = 8
     "Validation batches per rank at each validation."
+    cpu_threads: Optional[int] = None
+    "Torch threads per process on the CPU; null: OMP_NUM_THREADS if set, else the cores shared among trainer.devices processes."
 
 
 @dataclass

@@ -9,7 +9,8 @@ strategy is used unchanged.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Union
+import os
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
@@ -50,6 +51,23 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
 def wants_cpu(trainer_cfg: Any) -> bool:
     return trainer_cfg.accelerator == "cpu" or (trainer_cfg.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def cpu_threads(trainer_cfg: Any, environ: Optional[Mapping[str, str]] = None,
+                cores: Optional[int] = None) -> Optional[int]:
+    """Torch threads each process should use when training on the CPU, or None to leave torch's default.
+
+    ``trainer.cpu_threads`` wins; else ``OMP_NUM_THREADS`` (torchrun and SLURM scripts set it) is
+    left alone; else with several processes per node (``trainer.devices`` > 1) the node's cores
+    are shared out, so 2 ranks on 2 cores run 1 thread each instead of 4 threads fighting
+    over 2 cores. One process keeps torch's default.
+    """
+    env = os.environ if environ is None else environ
+    if getattr(trainer_cfg, "cpu_threads", None):
+        return int(trainer_cfg.cpu_threads)
+    if not wants_cpu(trainer_cfg) or env.get("OMP_NUM_THREADS") or int(trainer_cfg.devices) <= 1:
+        return None
+    return max(1, (cores or os.cpu_count() or 1) // int(trainer_cfg.devices))
 
 
 def deepspeed_config(trainer_cfg: Any) -> dict:

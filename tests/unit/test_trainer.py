@@ -26,3 +26,14 @@ def test_explicit_resume_must_exist(tmp_path):
     assert resolve_resume(compose([f"paths.run_dir={tmp_path}", "trainer.resume=null"])) is None
     with pytest.raises(ConfigError, match="trainer.resume"):
         resolve_resume(compose([f"paths.run_dir={tmp_path}", f"trainer.resume={tmp_path}/nope.ckpt"]))
+
+
+def test_cpu_ranks_share_the_cores_instead_of_oversubscribing_them():
+    from dalle3.dist.strategy import cpu_threads
+
+    t = compose(["trainer=ddp", "trainer.accelerator=cpu"]).trainer  # 2 processes
+    assert cpu_threads(t, environ={}, cores=2) == 1
+    assert cpu_threads(t, environ={}, cores=16) == 8
+    assert cpu_threads(t, environ={"OMP_NUM_THREADS": "1"}, cores=16) is None  # torchrun / SLURM set it: left alone
+    assert cpu_threads(compose(["trainer.accelerator=cpu"]).trainer, environ={}, cores=2) is None  # one process
+    assert cpu_threads(compose(["trainer.accelerator=cpu", "trainer.cpu_threads=3"]).trainer, environ={}) == 3
