@@ -1,7 +1,7 @@
 """Caption quality of the alt, SSC and DSC captioners on the synthetic world's ``val`` split.
 
 Usage: ``python benchmarks/caption_quality.py [--out DIR] [--pretrain-steps N] [--ssc-steps N]
-[--dsc-steps N] [--reuse] [--val N] [hydra overrides...]``
+[--dsc-steps N] [--devices N] [--reuse] [--val N] [hydra overrides...]``
 
 Runs the real stages, in order, as ``dalle3-train`` would (composed root config, tiny
 captioner): ``data`` (if the world is missing), ``captioner_pretrain`` (alt-text),
@@ -9,12 +9,15 @@ captioner): ``data`` (if the world is missing), ``captioner_pretrain`` (alt-text
 greedily with each export and scores the captions against the scene graphs
 (:mod:`dalle3.captioner.evaluate`): recall / false rate per fact category. Prints a
 markdown table and, last, a JSON line. ``--reuse`` skips a stage whose export exists.
+``--devices 2`` trains each stage with 2 DDP ranks on the CPU (torchrun, ``trainer=ddp``, one thread each).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,11 +46,29 @@ def train(args: argparse.Namespace, stage: str, steps: int, extra: list[str]) ->
         print(f"{stage} {extra}: reusing {export}", flush=True)
         return {"export": str(export), "seconds": 0.0, "steps": steps, "reused": True}
     t0, c0 = time.time(), cpu_seconds()
-    summary = run_stage(cfg)
+    if args.devices > 1:
+        summary = train_ddp(args, [f"stage={stage}", *stage_overrides(args), f"trainer.max_steps={steps}",
+                                   f"trainer.val_check_interval={steps}", *extra])
+    else:
+        summary = run_stage(cfg)
     summary["seconds"], summary["cpu_seconds"] = round(time.time() - t0, 1), round(cpu_seconds() - c0, 1)
     print(f"{stage} {extra}: {steps} steps in {summary['seconds']} s wall, {summary['cpu_seconds']} s CPU, "
           f"train loss {summary.get('train/loss')}, val loss {summary.get('val/loss')}", flush=True)
     return summary
+
+
+def train_ddp(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """One stage as ``torchrun ... dalle3-train ... trainer=ddp`` with ``args.devices`` CPU ranks
+    (torchrun starts them together, so they import in parallel; it sets OMP_NUM_THREADS=1);
+    rank 0's summary line."""
+    bin_dir = Path(sys.executable).parent
+    cmd = [str(bin_dir / "torchrun"), "--standalone", f"--nproc_per_node={args.devices}", str(bin_dir / "dalle3-train"),
+           *overrides, "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={args.devices}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"stage"')]
+    return next(line for line in lines if line.get("rank", 0) == 0)
 
 
 def ensure_world(args: argparse.Namespace) -> None:
@@ -89,6 +110,8 @@ def main() -> None:
     parser.add_argument("--dsc-steps", type=int, default=2200)
     parser.add_argument("--val", type=int, default=512, help="val images to caption")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--devices", type=int, default=1,
+                        help="CPU ranks per training stage (>1: DDP with gloo through dalle3-train)")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("overrides", nargs="*", help="hydra overrides for every stage")
     args = parser.parse_args()
@@ -109,6 +132,7 @@ def main() -> None:
     train_cpu = sum(float(r.get("cpu_seconds", 0)) for r in runs.values())
     print(json.dumps({"benchmark": "caption_quality", "train_seconds": round(train_s, 1),
                       "train_cpu_seconds": round(train_cpu, 1),
+                      "devices": args.devices,
                       "steps": {"alt": args.pretrain_steps, "ssc": args.ssc_steps, "dsc": args.dsc_steps},
                       "results": {n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()}},
                      default=lambda x: None))
