@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=512, help="val images to caption")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--devices", type=int, default=1,
-                        help="CPU ranks per training stage (>1: DDP with gloo through dalle3-train)")
+                        help="CPU ranks per training stage (>1: DDP with gloo, dalle3-train under torchrun)")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("overrides", nargs="*", help="hydra overrides for every stage")
     args = parser.parse_args()

@@ -113,7 +113,7 @@ def world_phrases(k: int, scenes: int = 2000, max_words: int = 6, min_count: int
 
     The corpus is the alt, SSC and DSC captions of ``scenes`` scenes drawn with ``seed``
     and the default world config, so the same code always gives the same phrases. A
-    phrase is an n-gram of 2..``max_words`` words with no :func:`content_word
+    phrase is an n-gram of 2..``max_words`` words with no :func:`content word
     <content_words>`, seen at least ``min_count`` times; phrases are ranked by
     count x (words - 1), the tokens they would save, ties broken by the phrase itself.
     """
