@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="captioner_quality", help="conf/experiment/ delta")
     parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--ssc-steps", type=int, default=100)
-    parser.add_argument("--dsc-steps", type=int, default=2200)
+    parser.add_argument("--dsc-steps", type=int, default=2450)
     parser.add_argument("--val", type=int, default=512, help="val images to caption")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--devices", type=int, default=1,
