@@ -137,7 +137,7 @@ def create_coca(name: str, model_cfg: dict, stem: Optional[list[int]] = None, we
 def build_tokenizer(cfg: Any) -> Callable:
     """``world``: :class:`WordTokenizer`; ``open_clip``: the model's own tokenizer."""
     if cfg.tokenizer == "world":
-        return build_world_tokenizer(int(cfg.context_length or 80), int(getattr(cfg, "phrases", 0) or 0))
+        return build_world_tokenizer(int(cfg.context_length or 80), int(cfg.phrases))
     if cfg.tokenizer == "open_clip":
         if not cfg.model:
             raise ValueError("captioner.tokenizer=open_clip needs captioner.model (an open_clip model name)")

@@ -63,7 +63,7 @@ def cpu_threads(trainer_cfg: Any, environ: Optional[Mapping[str, str]] = None,
     over 2 cores. One process keeps torch's default.
     """
     env = os.environ if environ is None else environ
-    if getattr(trainer_cfg, "cpu_threads", None):
+    if trainer_cfg.cpu_threads:
         return int(trainer_cfg.cpu_threads)
     if not wants_cpu(trainer_cfg) or env.get("OMP_NUM_THREADS") or int(trainer_cfg.devices) <= 1:
         return None
