@@ -8,8 +8,8 @@ Folder layout (``<run_dir>/export``):
 * ``<model_name>.json``: the bare model config, for ``open_clip.add_model_config(file)``
   then ``open_clip.create_model(<model_name>, pretrained=<weights>)``;
 * ``tokenizer.json``: our word-level vocabulary (absent for open_clip's BPE tokenizer);
-* ``captioner.json``: model name, tokenizer kind, ``conv_stem`` (the stem's channels, or
-  null) and free-form metadata (target, steps).
+* ``captioner.json``: model name, tokenizer kind, ``conv_stem`` (``{"channels", "norm"}``
+  of the stem, or null) and free-form metadata (target, steps).
 
 With ``captioner.arch.stem: patch`` (and every named open_clip model) the folder loads
 with open_clip's own ``create_model`` as described. With ``stem: conv`` (the tiny preset)
@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dalle3.captioner.model import CLIP_MEAN, CLIP_STD, Captioner, check_finite, create_coca
+from dalle3.captioner.stem import StemSpec
 from dalle3.captioner.tokenizer import WordTokenizer
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -75,7 +76,7 @@ def export_captioner(captioner: Captioner, out_dir: Union[str, Path], meta: Opti
     tok = captioner.tokenizer
     if isinstance(tok, WordTokenizer):
         tok.save(out / TOKENIZER_FILE)
-    info = {"model_name": captioner.model_name, "conv_stem": captioner.stem,
+    info = {"model_name": captioner.model_name, "conv_stem": captioner.stem.to_json() if captioner.stem else None,
             "tokenizer": "world" if isinstance(tok, WordTokenizer) else "open_clip", **(meta or {})}
     _atomic_write(out / META_FILE, json.dumps(info, indent=2, default=str))
     return out
@@ -85,7 +86,7 @@ def load_exported(folder: Union[str, Path], device: Union[str, torch.device] = "
     """Load an export: open_clip's own ``create_model(name, pretrained=file)``, plus the conv stem if it has one."""
     folder = Path(folder)
     info = json.loads((folder / META_FILE).read_text())
-    name, stem = info["model_name"], info.get("conv_stem")
+    name, stem = info["model_name"], StemSpec.from_json(info.get("conv_stem"))
     model_cfg = json.loads((folder / f"{name}.json").read_text())
     model = create_coca(name, model_cfg, stem, str(folder / WEIGHTS_FILE), device)
     check_finite(model)

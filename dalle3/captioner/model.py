@@ -21,7 +21,7 @@ import torch
 from open_clip.factory import load_checkpoint, load_state_dict
 from torch import nn
 
-from dalle3.captioner.stem import add_conv_stem
+from dalle3.captioner.stem import StemSpec, add_conv_stem
 from dalle3.captioner.tokenizer import WordTokenizer, build_world_tokenizer
 from dalle3.config.captioner import STEMS
 
@@ -40,8 +40,8 @@ class Captioner:
     "Name under which ``model_cfg`` is registered in open_clip."
     model_cfg: dict
     "The open_clip model config (JSON-serialisable)."
-    stem: Optional[list[int]] = None
-    "Channels of the conv stem that replaces the patch embedding (:mod:`dalle3.captioner.stem`); None: open_clip's."
+    stem: Optional[StemSpec] = None
+    "The conv stem that replaces the patch embedding (:mod:`dalle3.captioner.stem`); None: open_clip's."
 
 
 def tiny_model_config(arch: Any, vocab_size: int, context_length: int, pad_id: int = 0) -> dict:
@@ -105,16 +105,18 @@ def model_config_for(cfg: Any, vocab_size: Optional[int]) -> tuple[str, dict]:
     return f"dalle3_coca_{cfg.name}", tiny_model_config(cfg.arch, vocab_size, int(cfg.context_length or 80))
 
 
-def stem_of(cfg: Any) -> Optional[list[int]]:
-    """The conv stem's channels for a ``captioner`` block (``arch.stem: conv``), or None (``patch``)."""
+def stem_of(cfg: Any) -> Optional[StemSpec]:
+    """The conv stem of a ``captioner`` block (``arch.stem: conv``), or None (``patch``)."""
     if cfg.model:
         return None  # a named open_clip config keeps open_clip's patch embedding
     if cfg.arch.stem not in STEMS:  # build_captioner may run without validate_captioner
         raise ValueError(f"captioner.arch.stem={cfg.arch.stem!r}; allowed: {' | '.join(STEMS)}")
-    return [int(c) for c in cfg.arch.stem_channels] if cfg.arch.stem == "conv" else None
+    if cfg.arch.stem != "conv":
+        return None
+    return StemSpec(tuple(int(c) for c in cfg.arch.stem_channels), str(cfg.arch.stem_norm))
 
 
-def create_coca(name: str, model_cfg: dict, stem: Optional[list[int]] = None, weights: Optional[str] = None,
+def create_coca(name: str, model_cfg: dict, stem: Optional[StemSpec] = None, weights: Optional[str] = None,
                 device: Any = "cpu") -> nn.Module:
     """``open_clip.create_model(name, pretrained=weights)``, with the conv stem added when ``stem`` is set.
 

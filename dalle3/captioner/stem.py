@@ -16,25 +16,55 @@ open_clip and then :func:`add_conv_stem`. ``stem: patch`` keeps open_clip's own 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
 
 from torch import nn
 
+STEM_NORMS = ("none", "group")
+"""Normalisation between the stem's convolutions. ``group`` is GroupNorm(1, C), which
+normalises each image over all its positions: an object's colour then reads relative to the
+image's statistics (mostly its background), and the tiny captioner bound colours to the
+wrong objects; ``none`` keeps absolute colour in every token (benchmarks/RESULTS.md)."""
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """What a conv stem is: its intermediate channels and its normalisation (``captioner.json``'s ``conv_stem``)."""
+
+    channels: tuple[int, ...]
+    norm: str = "none"
+
+    @classmethod
+    def from_json(cls, value: Any) -> Optional["StemSpec"]:
+        """From an export's ``conv_stem``: null, a dict, or a bare channel list (exports before
+        ``stem_norm`` existed, whose stems used GroupNorm)."""
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return cls(tuple(int(c) for c in value["channels"]), str(value.get("norm", "group")))
+        return cls(tuple(int(c) for c in value), "group")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "channels": list(self.channels)}
+
 
 class ConvStem(nn.Sequential):
-    """``len(channels) + 1`` conv3x3 stride-2 layers (GroupNorm + GELU between): 3 → ... → width.
+    """``len(channels) + 1`` conv3x3 stride-2 layers (an optional norm + GELU between): 3 → ... → width.
 
     Downsamples by ``2 ** (len(channels) + 1)``, which must equal the patch size.
     """
 
-    def __init__(self, channels: Sequence[int], width: int):
+    def __init__(self, channels: Sequence[int], width: int, norm: str = "none"):
+        if norm not in STEM_NORMS:
+            raise ValueError(f"captioner.arch.stem_norm={norm!r}; allowed: {' | '.join(STEM_NORMS)}")
         chans = [3, *channels, width]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
             last = i == len(chans) - 2
-            layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=last))
+            layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=last or norm == "none"))
             if not last:
-                layers += [nn.GroupNorm(1, c_out), nn.GELU()]
+                layers += [nn.GroupNorm(1, c_out), nn.GELU()] if norm == "group" else [nn.GELU()]
         super().__init__(*layers)
 
 
@@ -54,13 +84,13 @@ def check_stem(channels: Sequence[int], patch_size: int) -> None:
                          f"but captioner.arch.patch_size={patch_size}; allowed: {allowed}")
 
 
-def add_conv_stem(model: nn.Module, channels: Sequence[int]) -> nn.Module:
+def add_conv_stem(model: nn.Module, stem: StemSpec) -> nn.Module:
     """Replace ``model.visual.conv1`` (open_clip's patch embedding) by a :class:`ConvStem`; return ``model``."""
     visual = model.visual
     conv1 = visual.conv1
     if not isinstance(conv1, nn.Conv2d):
         raise ValueError(f"{type(model).__name__}.visual.conv1 is a {type(conv1).__name__}, not open_clip's patch "
                          "convolution (is the stem already there?)")
-    check_stem(channels, conv1.stride[0])
-    visual.conv1 = ConvStem([int(c) for c in channels], conv1.out_channels).to(conv1.weight.device)
+    check_stem(stem.channels, conv1.stride[0])
+    visual.conv1 = ConvStem(stem.channels, conv1.out_channels, stem.norm).to(conv1.weight.device)
     return model

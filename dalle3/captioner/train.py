@@ -10,11 +10,12 @@ Both end by exporting ``<run_dir>/export`` (:mod:`dalle3.captioner.export`).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dalle3.captioner.stem import check_stem
+from dalle3.captioner.stem import STEM_NORMS, check_stem
 from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, STEMS, TOKENIZERS
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range, validate
 from dalle3.utils.logging import get_logger
@@ -38,6 +39,7 @@ def validate_captioner(cfg: Any) -> None:
         check_choice("captioner.arch.pos_embed_type", c.arch.pos_embed_type, POS_EMBED_TYPES)
         check_choice("captioner.arch.stem", c.arch.stem, STEMS)
         if c.arch.stem == "conv":
+            check_choice("captioner.arch.stem_norm", c.arch.stem_norm, STEM_NORMS)
             try:
                 check_stem(list(c.arch.stem_channels), c.arch.patch_size)
             except ValueError as err:
@@ -74,7 +76,25 @@ def init_weights(cfg: Any) -> Optional[str]:
         raise ConfigError(f"captioner.init_from={init!r} does not exist{hint}; allowed: an export folder "
                           "or a .safetensors file")
     check_same_vocabulary(cfg.captioner, Path(init))
+    check_same_stem(cfg.captioner, Path(init))
     return str(init)
+
+
+def check_same_stem(captioner_cfg: Any, init: Path) -> None:
+    """An export's conv stem must be the one this config builds, or its weights do not fit."""
+    from dalle3.captioner.export import META_FILE
+    from dalle3.captioner.model import stem_of
+    from dalle3.captioner.stem import StemSpec
+
+    meta = init / META_FILE if init.is_dir() else None
+    if meta is None or not meta.exists() or captioner_cfg.model:
+        return
+    theirs, ours = StemSpec.from_json(json.loads(meta.read_text()).get("conv_stem")), stem_of(captioner_cfg)
+    if theirs != ours:
+        fix = (f"set captioner.arch.stem=conv captioner.arch.stem_channels={list(theirs.channels)} "
+               f"captioner.arch.stem_norm={theirs.norm}" if theirs else "set captioner.arch.stem=patch")
+        raise ConfigError(f"captioner.init_from={str(init)!r} has another image stem ({theirs}) than this "
+                          f"config's ({ours}); {fix}")
 
 
 def check_same_vocabulary(captioner_cfg: Any, init: Path) -> None:

@@ -33,6 +33,8 @@ class CaptionerArchConfig:
     "Patch embedding: patch (open_clip's strided convolution) | conv (overlapping 3x3 stride-2 convolutions, dalle3/captioner/stem.py; the export then loads with dalle3's load_exported, not open_clip's bare loader)."
     stem_channels: list[int] = field(default_factory=lambda: [32, 64])
     "Channels between the conv stem's layers (stem: conv); 2 ** (len + 1) must equal patch_size."
+    stem_norm: str = "none"
+    "Normalisation between the conv stem's layers: none | group (GroupNorm over the whole image; it blurs absolute colour, benchmarks/RESULTS.md)."
     vision_width: int = 96
     "Width of the ViT image tower."
     vision_layers: int = 3

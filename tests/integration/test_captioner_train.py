@@ -118,6 +118,13 @@ def test_finetune_with_another_vocabulary_than_the_pretrain_fails_with_one_line(
     assert f"captioner.phrases={phrases}" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_finetune_with_another_image_stem_than_the_pretrain_fails_with_one_line(world, pretrained):
+    cfg = compose(overrides(world, "stage=captioner_finetune", "captioner.arch.stem_norm=group"))
+    with pytest.raises(ConfigError) as err:
+        run_stage(cfg)
+    assert "captioner.arch.stem_norm=none" in str(err.value) and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- several processes
 def _cli(cmd: list[str], out: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

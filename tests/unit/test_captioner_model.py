@@ -11,6 +11,7 @@ from dalle3.captioner.export import CONFIG_FILE, WEIGHTS_FILE, export_captioner,
 from dalle3.captioner.model import (build_captioner, freeze_image_trunk, init_text_decoder, load_image_tower,
                                     normalize_images, register_model_config)
 from dalle3.captioner.module import as_captioner_config
+from dalle3.captioner.stem import StemSpec
 from dalle3.captioner.tokenizer import WordTokenizer
 from dalle3.config import compose
 
@@ -128,12 +129,12 @@ def test_conv_stem_export_round_trip(tmp_path):
 
     torch.manual_seed(0)
     cap = build_captioner(small_cfg())  # the tiny preset's conv stem
-    assert cap.stem == [32, 64]
+    assert cap.stem == StemSpec((32, 64), "none")
     with torch.no_grad():
         for p in cap.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     out = export_captioner(cap, tmp_path / "export")
-    assert json.loads((out / "captioner.json").read_text())["conv_stem"] == [32, 64]
+    assert json.loads((out / "captioner.json").read_text())["conv_stem"] == {"channels": [32, 64], "norm": "none"}
     images = normalize_images(torch.rand(3, 3, 32, 32))
     text = cap.tokenizer(["a red circle in the middle", "two squares", ""])
     cap.model.eval()
@@ -142,13 +143,38 @@ def test_conv_stem_export_round_trip(tmp_path):
         loaded = load_exported(out)
         got = loaded.model(images, text)
         copy = plain_model(cap, cap.model.state_dict())(images, text)
-    assert loaded.stem == [32, 64]
+    assert loaded.stem == cap.stem
     for key in want:
         assert torch.equal(want[key], got[key]) and torch.equal(want[key], copy[key]), key
     # open_clip's bare loader cannot build the stem, and says so instead of loading half the weights
     open_clip.add_model_config(out / f"{cap.model_name}.json")
     with pytest.raises(RuntimeError, match="conv1"):
         open_clip.create_model(cap.model_name, pretrained=str(out / WEIGHTS_FILE))
+
+
+def test_export_from_before_stem_norm_loads_with_its_groupnorm_stem(tmp_path):
+    # exports written before captioner.arch.stem_norm existed store conv_stem as a bare channel
+    # list, and their stems had GroupNorm between the convolutions
+    torch.manual_seed(0)
+    cap = build_captioner(small_cfg("captioner.arch.stem_norm=group"))
+    assert cap.stem == StemSpec((32, 64), "group")
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in cap.model.visual.conv1) == 2
+    out = export_captioner(cap, tmp_path / "export")
+    meta = json.loads((out / "captioner.json").read_text())
+    meta["conv_stem"] = [32, 64]
+    (out / "captioner.json").write_text(json.dumps(meta))
+    images = normalize_images(torch.rand(2, 3, 32, 32))
+    text = cap.tokenizer(["two squares", "a red circle"])
+    with torch.no_grad():
+        want = cap.model.eval()(images, text)["logits"]
+        loaded = load_exported(out)
+        assert loaded.stem == StemSpec((32, 64), "group")
+        assert torch.equal(loaded.model(images, text)["logits"], want)
+    # the stem's layout is checked, not guessed: the same weights do not fit a norm-free stem
+    meta["conv_stem"] = {"channels": [32, 64], "norm": "none"}
+    (out / "captioner.json").write_text(json.dumps(meta))
+    with pytest.raises(RuntimeError, match="conv1"):
+        load_exported(out)
 
 
 def test_register_model_config_overrides_a_previous_registration():

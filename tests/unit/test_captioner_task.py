@@ -29,6 +29,7 @@ from dalle3.world.scene import sample_scene
     (["stage=captioner_pretrain", "captioner.arch.image_size=100"], "captioner.arch.image_size"),
     (["stage=captioner_pretrain", "captioner.arch.text_width=128"], "captioner.arch.vision_width"),
     (["stage=captioner_pretrain", "captioner.arch.stem=cnn"], "captioner.arch.stem"),
+    (["stage=captioner_pretrain", "captioner.arch.stem_norm=batch"], "captioner.arch.stem_norm"),
     (["stage=captioner_pretrain", "captioner.pretrain_lr=0"], "captioner.pretrain_lr"),
     (["stage=captioner_pretrain", "captioner.arch.stem_channels=[32]"], "captioner.arch.stem_channels=[32] downsample by 4"),
     (["stage=captioner_pretrain", "captioner.arch.patch_size=16"], "captioner.arch.stem_channels"),
