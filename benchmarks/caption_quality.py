@@ -1,7 +1,7 @@
 """Caption quality of the alt, SSC and DSC captioners on the synthetic world's ``val`` split.
 
 Usage: ``python benchmarks/caption_quality.py [--out DIR] [--pretrain-steps N] [--ssc-steps N]
-[--dsc-steps N] [--devices N] [--reuse] [--val N] [hydra overrides...]``
+[--dsc-steps N] [--dsc-batch N] [--devices N] [--reuse] [--val N] [hydra overrides...]``
 
 Runs the real stages, in order, as ``dalle3-train`` would (composed root config, tiny
 captioner): ``data`` (if the world is missing), ``captioner_pretrain`` (alt-text),
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--ssc-steps", type=int, default=100)
     parser.add_argument("--dsc-steps", type=int, default=2450)
+    parser.add_argument("--dsc-batch", type=int, default=None, help="global batch of the DSC fine-tune only "
+                        "(default: the experiment's data.global_batch_size)")
     parser.add_argument("--val", type=int, default=512, help="val images to caption")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--devices", type=int, default=1,
@@ -122,7 +124,8 @@ def main() -> None:
     ensure_world(args)
     runs = {"alt": train(args, "captioner_pretrain", args.pretrain_steps, []),
             "ssc": train(args, "captioner_finetune", args.ssc_steps, ["captioner.target=ssc"]),
-            "dsc": train(args, "captioner_finetune", args.dsc_steps, ["captioner.target=dsc"])}
+            "dsc": train(args, "captioner_finetune", args.dsc_steps, ["captioner.target=dsc", *(
+                [f"data.global_batch_size={args.dsc_batch}"] if args.dsc_batch else [])])}
     results = {name: evaluate(run["export"], args) for name, run in runs.items()}
     table = quality_table({n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()})
     print(table)
@@ -134,6 +137,7 @@ def main() -> None:
                       "train_cpu_seconds": round(train_cpu, 1),
                       "devices": args.devices,
                       "steps": {"alt": args.pretrain_steps, "ssc": args.ssc_steps, "dsc": args.dsc_steps},
+                      "dsc_batch": args.dsc_batch,
                       "results": {n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()}},
                      default=lambda x: None))
 
