@@ -21,11 +21,7 @@ from typing import Any, Optional, Sequence
 
 from torch import nn
 
-STEM_NORMS = ("none", "group")
-"""Normalisation between the stem's convolutions. ``group`` is GroupNorm(1, C), which
-normalises each image over all its positions: an object's colour then reads relative to the
-image's statistics (mostly its background), and the tiny captioner bound colours to the
-wrong objects; ``none`` keeps absolute colour in every token (benchmarks/RESULTS.md)."""
+from dalle3.config.captioner import STEM_NORMS
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dalle3.captioner.stem import STEM_NORMS, check_stem
-from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, STEMS, TOKENIZERS
+from dalle3.captioner.stem import StemSpec, check_stem
+from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, STEM_NORMS, STEMS, TOKENIZERS
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range, validate
 from dalle3.utils.logging import get_logger
 
@@ -84,7 +84,6 @@ def check_same_stem(captioner_cfg: Any, init: Path) -> None:
     """An export's conv stem must be the one this config builds, or its weights do not fit."""
     from dalle3.captioner.export import META_FILE
     from dalle3.captioner.model import stem_of
-    from dalle3.captioner.stem import StemSpec
 
     meta = init / META_FILE if init.is_dir() else None
     if meta is None or not meta.exists() or captioner_cfg.model:

@@ -19,6 +19,11 @@ POS_EMBED_TYPES = ("learnable", "sin_cos_2d")
 "Position embeddings of open_clip's ViT image tower."
 STEMS = ("patch", "conv")
 "Patch embeddings of the image tower (dalle3/captioner/stem.py)."
+STEM_NORMS = ("none", "group")
+"""Normalisation between the conv stem's convolutions. ``group`` is GroupNorm(1, C), which
+normalises each image over all its positions: an object's colour then reads relative to the
+image's statistics (mostly its background), and the tiny captioner bound colours to the
+wrong objects; ``none`` keeps absolute colour in every token (benchmarks/RESULTS.md)."""
 
 
 @dataclass
