@@ -27,7 +27,6 @@ from dalle3.config.captioner import STEMS
 
 CLIP_MEAN = open_clip.OPENAI_DATASET_MEAN
 CLIP_STD = open_clip.OPENAI_DATASET_STD
-_CONFIG_DIR: Optional[Path] = None
 
 
 @dataclass
@@ -72,14 +71,17 @@ def tiny_model_config(arch: Any, vocab_size: int, context_length: int, pad_id: i
 def register_model_config(name: str, model_cfg: dict) -> str:
     """Make ``name`` a model open_clip knows (``open_clip.add_model_config``); return it.
 
-    The JSON goes to a per-process folder, so concurrent ranks never race on one file.
+    open_clip reads the JSON when it is added, so the file lives in a temporary folder of
+    this call only: concurrent ranks never race on one file, and nothing is left in /tmp
+    (open_clip skips paths that no longer exist when it rescans).
     """
-    global _CONFIG_DIR
-    if _CONFIG_DIR is None:
-        _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="dalle3_open_clip_configs_"))
-    path = _CONFIG_DIR / f"{name}.json"
-    path.write_text(json.dumps(model_cfg, indent=2))
-    open_clip.add_model_config(path)
+    with tempfile.TemporaryDirectory(prefix="dalle3_open_clip_config_") as tmp:
+        path = Path(tmp) / f"{name}.json"
+        text = json.dumps(model_cfg, indent=2)
+        path.write_text(text)
+        open_clip.add_model_config(path)
+    if open_clip.get_model_config(name) != json.loads(text):
+        raise RuntimeError(f"open_clip did not register model config {name!r}")
     return name
 
 

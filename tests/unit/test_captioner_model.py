@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import open_clip
 import pytest
@@ -192,3 +193,13 @@ def test_freeze_image_trunk_keeps_pooler_trainable():
     freeze_image_trunk(cap.model.visual)
     trainable = {n for n, p in cap.model.visual.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("attn_pool", "ln_post", "proj")) for n in trainable)
+
+
+def test_register_model_config_leaves_no_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cfg = dict(open_clip.get_model_config("coca_ViT-B-32"))
+    register_model_config("dalle3_test_no_files", cfg)
+    assert open_clip.get_model_config("dalle3_test_no_files") == cfg
+    assert list(tmp_path.iterdir()) == []
+    register_model_config("dalle3_test_no_files_2", cfg)   # a rescan skips the removed file
+    assert open_clip.get_model_config("dalle3_test_no_files") == cfg
