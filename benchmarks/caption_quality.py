@@ -83,7 +83,7 @@ def ensure_world(args: argparse.Namespace) -> None:
 
 def evaluate(export: str, args: argparse.Namespace) -> dict:
     """Greedy captions of ``args.val`` val images, scored against their scenes."""
-    from dalle3.captioner.evaluate import caption_batches, evaluate_captions
+    from dalle3.captioner.evaluate import caption_batches, count_breakdown, evaluate_captions
     from dalle3.captioner.export import load_exported
     from dalle3.captioner.generate import CaptionGenerator, DecodeOptions
     from dalle3.config import compose
@@ -97,7 +97,8 @@ def evaluate(export: str, args: argparse.Namespace) -> dict:
     t0 = time.time()
     generated, scenes, _ = caption_batches(generator, loader, max_samples=args.val)
     result = evaluate_captions(generated, scenes)
-    result["_meta"] = {"images": len(generated), "decode_s": round(time.time() - t0, 1), "example": generated[:3]}
+    result["_meta"] = {"images": len(generated), "decode_s": round(time.time() - t0, 1), "example": generated[:3],
+                       "count_breakdown": count_breakdown(generated, scenes)}
     return result
 
 
@@ -131,6 +132,11 @@ def main() -> None:
     print(table)
     for name, r in results.items():
         print(f"{name}: {r['_meta']}")
+    print("DSC count recall by kind of colour-shape group (wrong_count: stated with another count; "
+          "unnamed: colour and shape never stated with a count):")
+    for kind, v in results["dsc"]["_meta"]["count_breakdown"].items():
+        print(f"  {kind}: {v['groups']} groups, recall {v['recall']:.2f}, wrong count {v['wrong_count']:.2f}, "
+              f"unnamed {v['unnamed']:.2f}")
     train_s = sum(float(r.get("seconds", 0)) for r in runs.values())
     train_cpu = sum(float(r.get("cpu_seconds", 0)) for r in runs.values())
     print(json.dumps({"benchmark": "caption_quality", "train_seconds": round(train_s, 1),
@@ -138,7 +144,9 @@ def main() -> None:
                       "devices": args.devices,
                       "steps": {"alt": args.pretrain_steps, "ssc": args.ssc_steps, "dsc": args.dsc_steps},
                       "dsc_batch": args.dsc_batch,
-                      "results": {n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()}},
+                      "results": {n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()},
+                      "dsc_count_by_kind": {k: round(v["recall"], 3) for k, v in
+                                            results["dsc"]["_meta"]["count_breakdown"].items()}},
                      default=lambda x: None))
 
 

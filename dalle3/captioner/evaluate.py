@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
 from dalle3.world.facts import aggregate, score_caption
-from dalle3.world.parse import CATEGORIES
+from dalle3.world.parse import CATEGORIES, caption_facts
 from dalle3.world.scene import Scene
 
 SceneLike = Union[Scene, dict, str]
@@ -31,6 +32,47 @@ def evaluate_captions(captions: Sequence[str], scenes: Sequence[SceneLike]) -> d
     if len(captions) != len(scenes):
         raise ValueError(f"{len(captions)} captions for {len(scenes)} scenes")
     return aggregate(score_caption(c, as_scene(s)) for c, s in zip(captions, scenes))
+
+
+COUNT_KINDS = ("single, colour alone", "single, colour shared", "group of 2+")
+"""How :func:`count_breakdown` splits a scene's colour-shape groups."""
+
+
+def count_breakdown(captions: Sequence[str], scenes: Sequence[SceneLike]) -> dict[str, dict[str, float]]:
+    """Count recall per kind of colour-shape group, and how the misses went wrong.
+
+    A group is a ``single`` object whose colour no other object has ("colour alone"), a
+    single object that shares its colour with an object of another shape ("colour shared":
+    the caption must not merge them), or a ``group of 2+`` objects of one colour and shape
+    (the caption must not split it). Per kind: ``groups`` present, ``recall`` (its count
+    stated right), ``wrong_count`` (its colour and shape stated with another count: merged
+    or split) and ``unnamed`` (its colour and shape never stated with a count).
+    """
+    if len(captions) != len(scenes):
+        raise ValueError(f"{len(captions)} captions for {len(scenes)} scenes")
+    tally = {kind: Counter() for kind in COUNT_KINDS}
+    for caption, scene in zip(captions, scenes):
+        objects = as_scene(scene).objects
+        stated = caption_facts(caption)["count"]
+        counts = {(c, s) for _, c, s in stated}
+        colours = Counter(o.colour for o in objects)
+        for (colour, shape), n in Counter((o.colour, o.shape) for o in objects).items():
+            kind = COUNT_KINDS[2] if n > 1 else COUNT_KINDS[1] if colours[colour] > 1 else COUNT_KINDS[0]
+            t = tally[kind]
+            t["groups"] += 1
+            if (n, colour, shape) in stated:
+                t["correct"] += 1
+            elif (colour, shape) in counts:
+                t["wrong_count"] += 1
+            else:
+                t["unnamed"] += 1
+    out = {}
+    for kind, t in tally.items():
+        g = t["groups"]
+        share = {k: t[k] / g if g else math.nan for k in ("correct", "wrong_count", "unnamed")}
+        out[kind] = {"groups": g, "recall": share["correct"], "wrong_count": share["wrong_count"],
+                     "unnamed": share["unnamed"]}
+    return out
 
 
 def caption_batches(captioner: Callable[[torch.Tensor], list[str]], batches: Iterable[dict],

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from dalle3.captioner.evaluate import evaluate_captions, flat_metrics, quality_table
+from dalle3.captioner.evaluate import count_breakdown, evaluate_captions, flat_metrics, quality_table
 from dalle3.captioner.losses import build_loss, coca_losses
 from dalle3.captioner.model import build_captioner
 from dalle3.captioner.module import as_captioner_config, cosine_with_warmup, trim_padding
@@ -15,7 +15,7 @@ from dalle3.captioner.train import validate_captioner
 from dalle3.config import ConfigError, compose
 from dalle3.config.schema import WorldConfig
 from dalle3.world.captions import make_captions
-from dalle3.world.scene import sample_scene
+from dalle3.world.scene import Obj, Scene, sample_scene
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -126,3 +126,24 @@ def test_evaluator_credits_ground_truth_and_alt_text_never_states_colours():
     table = quality_table({"dsc (truth)": dsc, "alt (truth)": alt})
     assert table.count("\n") == 3 and "| dsc (truth) | 1.00 / 0.00" in table
     assert "recall_colour" in flat_metrics(dsc) and not any(math.isnan(v) for v in flat_metrics(alt).values())
+
+
+def test_count_breakdown_tells_merged_and_split_groups_apart():
+    # a purple square and a purple circle (each a single sharing its colour), two red
+    # triangles (a pair), and a blue circle alone in its colour
+    scene = Scene([Obj("square", "purple", "small", 0, 1), Obj("circle", "purple", "large", 0, 2),
+                   Obj("triangle", "red", "small", 2, 0), Obj("triangle", "red", "large", 2, 2),
+                   Obj("circle", "blue", "large", 1, 1)], "white")
+    right = ("One small purple square at the top, one large purple circle in the top right, two red "
+             "triangles: a small one in the bottom left and a large one in the bottom right, and one large "
+             "blue circle in the center on a white background.")
+    wrong = ("Two purple squares: a small one at the top and a large one in the top right, one small red "
+             "triangle in the bottom left and one large blue circle in the center on a white background.")
+    good = count_breakdown([right], [scene])
+    assert [good[k]["recall"] for k in good] == [1.0, 1.0, 1.0]
+    bad = count_breakdown([wrong], [scene.to_dict()])
+    assert bad["single, colour alone"] == {"groups": 1, "recall": 1.0, "wrong_count": 0.0, "unnamed": 0.0}
+    # merged: the square is stated as one of two, the circle is never named with a count
+    assert bad["single, colour shared"] == {"groups": 2, "recall": 0.0, "wrong_count": 0.5, "unnamed": 0.5}
+    # split: the pair is stated as a single triangle
+    assert bad["group of 2+"] == {"groups": 1, "recall": 0.0, "wrong_count": 1.0, "unnamed": 0.0}
