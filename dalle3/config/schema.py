@@ -17,6 +17,8 @@ from dalle3.config.recaption import RecaptionConfig
 
 CAPTION_SOURCES = ("alt", "ssc", "dsc", "blend")
 SYNTHETIC_SOURCES = ("ssc", "dsc")
+DSC_ORDERS = ("reading", "shuffled")
+"""Allowed ``world.dsc_order`` values."""
 IMAGE_FORMATS = ("png", "jpg")
 
 
@@ -50,6 +52,10 @@ class WorldConfig:
     "Share of alt-texts with web noise added (file names, shop words, unrelated words)."
     alt_empty_rate: float = 0.05
     "Share of empty alt-texts."
+    dsc_order: str = "reading"
+    """Order of the objects in a descriptive caption: ``reading`` (colour-shape groups by
+    their first member in reading order, top left to bottom right, and each group's members
+    likewise, as a person scanning the picture would) or ``shuffled`` (random order)."""
     image_format: str = "png"
     "Image member written to shards: png (lossless) or jpg."
     jpeg_quality: int = 95

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from dalle3.config.schema import CAPTION_SOURCES, IMAGE_FORMATS, SYNTHETIC_SOURCES
+from dalle3.config.schema import CAPTION_SOURCES, DSC_ORDERS, IMAGE_FORMATS, SYNTHETIC_SOURCES
 
 
 class ConfigError(ValueError):
@@ -48,6 +48,7 @@ def validate_caption(cfg: Any, key: str = "caption") -> None:
 def validate_world(cfg: Any, key: str = "world") -> None:
     check_choice(f"{key}.image_size", cfg.image_size, (32, 64))
     check_choice(f"{key}.image_format", cfg.image_format, IMAGE_FORMATS)
+    check_choice(f"{key}.dsc_order", cfg.dsc_order, DSC_ORDERS)
     if not 1 <= cfg.min_objects <= cfg.max_objects <= 9:
         raise ConfigError(f"{key}.min_objects={cfg.min_objects}, {key}.max_objects={cfg.max_objects}: "
                           "allowed: 1 <= min_objects <= max_objects <= 9")

@@ -38,6 +38,7 @@ def test_unknown_key_is_rejected_at_composition():
     ("caption.ratio=1.5", "caption.ratio", "[0.0, 1.0]"),
     ("caption.ratio=-0.1", "caption.ratio", "[0.0, 1.0]"),
     ("world.image_size=48", "world.image_size", "32 | 64"),
+    ("world.dsc_order=random", "world.dsc_order", "reading | shuffled"),
     ("trainer.strategy=fsdp", "trainer.strategy", "auto | ddp | deepspeed"),
 ])
 def test_bad_values_fail_with_one_line_naming_key_and_allowed(override, key, allowed):

@@ -11,6 +11,7 @@ import pytest
 from dalle3.config.schema import WorldConfig
 from dalle3.world import Scene, aggregate, caption_facts, make_captions, sample_scene, score_caption
 from dalle3.world.facts import scene_facts
+from dalle3.world.captions import SHAPE_WORDS, dsc, reading_order
 from dalle3.world.lexicon import (NOISE_FILE_PREFIXES, NOISE_SHOP, NOISE_WORDS, SIGN_WORDS)
 from dalle3.world.parse import CATEGORIES, KNOWN_WORDS, tokenize
 
@@ -137,3 +138,36 @@ def test_captions_are_a_pure_function_of_the_rng(default_samples):
     rng = random.Random(0)
     assert sample_scene(rng, WorldConfig()) == scene
     assert make_captions(scene, rng, WorldConfig()) == caps
+
+
+def group_mentions(text: str, scene: Scene) -> list[tuple[str, str]]:
+    """The scene's colour-shape groups in the order the caption first names them."""
+    first = {}
+    for obj in scene.objects:
+        words = "|".join(SHAPE_WORDS[obj.shape])
+        hit = re.search(rf"\b{obj.colour} (?:{words})s?\b", text.lower())
+        assert hit, (obj, text)
+        first[(obj.colour, obj.shape)] = hit.start()
+    return sorted(first, key=first.get)
+
+
+def test_dsc_names_groups_in_reading_order_by_default(default_samples):
+    several = 0
+    for scene, caps in default_samples:
+        expected = list(dict.fromkeys((o.colour, o.shape) for o in sorted(scene.objects, key=reading_order)))
+        assert group_mentions(caps["dsc"], scene) == expected, caps["dsc"]
+        several += len(expected) > 1
+    assert several > N // 2
+
+
+def test_dsc_shuffled_order_still_states_every_fact_in_varied_order(default_samples):
+    out_of_order = 0
+    for i, (scene, _) in enumerate(default_samples):
+        text = dsc(scene, random.Random(i), order="shuffled")
+        score = score_caption(text, scene)
+        assert all(score[c]["correct"] == score[c]["present"] and not score[c]["false"] for c in CATEGORIES)
+        expected = list(dict.fromkeys((o.colour, o.shape) for o in sorted(scene.objects, key=reading_order)))
+        out_of_order += group_mentions(text, scene) != expected
+    assert out_of_order > N // 5
+    with pytest.raises(ValueError, match="reading | shuffled"):
+        dsc(default_samples[0][0], random.Random(0), order="random")
