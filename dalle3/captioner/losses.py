@@ -9,19 +9,45 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from open_clip.loss import CoCaLoss
+from torch import nn
+
+
+class FocalCrossEntropy(nn.Module):
+    """Token cross-entropy weighted by ``(1 - p)^gamma`` (Lin et al. 2017), mean over non-pad tokens.
+
+    A drop-in for the ``nn.CrossEntropyLoss`` inside open_clip's ``CoCaLoss`` (logits
+    ``(B, V, T)``, labels ``(B, T)``). Descriptive captions are mostly template words the
+    model soon predicts; the weighting keeps the gradient on the rare, informative tokens (a
+    count, a sign's letters). ``gamma=0`` is plain cross-entropy.
+    """
+
+    def __init__(self, gamma: float, ignore_index: int):
+        super().__init__()
+        self.gamma, self.ignore_index = float(gamma), int(ignore_index)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits.float(), dim=1).gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+        valid = labels != self.ignore_index
+        weight = (1 - logp.exp()).pow(self.gamma) if self.gamma else 1.0
+        return -(weight * logp)[valid].sum().div(valid.sum().clamp(min=1)).to(logits.dtype)
 
 
 def build_loss(cfg: Any, pad_id: int, rank: int = 0, world_size: int = 1) -> CoCaLoss:
     """open_clip's ``CoCaLoss`` from the ``captioner`` block.
 
     Args:
-        cfg: ``CaptionerConfig`` (``contrastive_weight``, ``caption_weight``).
+        cfg: ``CaptionerConfig`` (``contrastive_weight``, ``caption_weight``, ``caption_focal_gamma``).
         pad_id: the tokenizer's pad id (ignored by the caption loss).
         rank, world_size: this process in the data-parallel group.
     """
-    return CoCaLoss(caption_loss_weight=float(cfg.caption_weight), clip_loss_weight=float(cfg.contrastive_weight),
+    loss = CoCaLoss(caption_loss_weight=float(cfg.caption_weight), clip_loss_weight=float(cfg.contrastive_weight),
                     pad_id=pad_id, local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
+    gamma = float(getattr(cfg, "caption_focal_gamma", 0.0))
+    if gamma:
+        loss.caption_loss = FocalCrossEntropy(gamma, pad_id)
+    return loss
 
 
 def coca_losses(loss_fn: CoCaLoss, out: dict) -> dict[str, torch.Tensor]:

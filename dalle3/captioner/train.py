@@ -31,6 +31,7 @@ def validate_captioner(cfg: Any) -> None:
     check_choice("captioner.decode.mode", c.decode.mode, DECODE_MODES)
     check_range("captioner.contrastive_weight", c.contrastive_weight, 0.0, float("inf"))
     check_range("captioner.caption_weight", c.caption_weight, 0.0, float("inf"))
+    check_range("captioner.caption_focal_gamma", c.caption_focal_gamma, 0.0, 10.0)
     check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
     for key, lr in (("captioner.lr", c.lr), ("captioner.pretrain_lr", c.pretrain_lr)):
         if lr is not None and not lr > 0:

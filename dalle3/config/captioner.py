@@ -120,6 +120,8 @@ class CaptionerConfig:
     "λ_con, weight of the CLIP contrastive loss (CoCa: 1; fine-tuning: 0)."
     caption_weight: float = 2.0
     "λ_cap, weight of the captioning loss (CoCa: 2; fine-tuning: 1)."
+    caption_focal_gamma: float = 0.0
+    "Focal weighting of the caption loss: each token's cross-entropy times (1 - p)^γ, so tokens the model already predicts weigh less (0: plain cross-entropy, as in CoCa)."
     lr: float = 1e-3
     "Peak AdamW learning rate."
     pretrain_lr: Optional[float] = None

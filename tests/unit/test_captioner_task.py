@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dalle3.captioner.evaluate import count_breakdown, evaluate_captions, flat_metrics, quality_table
-from dalle3.captioner.losses import build_loss, coca_losses
+from dalle3.captioner.losses import FocalCrossEntropy, build_loss, coca_losses
 from dalle3.captioner.model import build_captioner
 from dalle3.captioner.module import as_captioner_config, cosine_with_warmup, trim_padding
 from dalle3.captioner.train import validate_captioner
@@ -25,6 +25,7 @@ from dalle3.world.scene import Obj, Scene, sample_scene
     (["stage=captioner_pretrain", "captioner.decode.mode=nucleus"], "captioner.decode.mode"),
     (["stage=captioner_pretrain", "caption.source=dsc"], "caption.source"),
     (["stage=captioner_pretrain", "captioner.caption_weight=-1"], "captioner.caption_weight"),
+    (["stage=captioner_pretrain", "captioner.caption_focal_gamma=-1"], "captioner.caption_focal_gamma"),
     (["stage=captioner_pretrain", "captioner.arch.pos_embed_type=rope"], "captioner.arch.pos_embed_type"),
     (["stage=captioner_pretrain", "captioner.arch.image_size=100"], "captioner.arch.image_size"),
     (["stage=captioner_pretrain", "captioner.arch.text_width=128"], "captioner.arch.vision_width"),
@@ -90,7 +91,7 @@ def test_zero_contrastive_weight_still_gives_every_parameter_a_gradient():
 
 
 def test_contrastive_loss_matches_clip_cross_entropy():
-    cfg = as_captioner_config(compose(["stage=captioner_pretrain"]).captioner)
+    cfg = as_captioner_config(compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=0"]).captioner)
     img, txt = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1), torch.nn.functional.normalize(
         torch.randn(4, 8), dim=-1)
     out = {"image_features": img, "text_features": txt, "logit_scale": torch.tensor([10.0]),
@@ -102,6 +103,26 @@ def test_contrastive_loss_matches_clip_cross_entropy():
     torch.testing.assert_close(losses["contrastive_loss"], cfg.contrastive_weight * want)
     caption = torch.nn.functional.cross_entropy(out["logits"].permute(0, 2, 1), out["labels"], ignore_index=0)
     torch.testing.assert_close(losses["caption_loss"], cfg.caption_weight * caption)
+
+
+def test_focal_caption_loss_is_cross_entropy_at_gamma_0_and_weighs_unsure_tokens_more():
+    logits, labels = torch.randn(3, 11, 6, requires_grad=True), torch.randint(1, 11, (3, 6))
+    labels[0, 4:] = 0  # pads
+    ce = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1).reshape(-1, 11), labels.reshape(-1),
+                                           ignore_index=0)
+    torch.testing.assert_close(FocalCrossEntropy(0.0, 0)(logits, labels), ce)
+    # one confident token (p ~ 1) and one unsure token (p ~ 0.1): gamma 2 keeps the unsure one's loss
+    sure, unsure = torch.full((1, 11, 1), -5.0), torch.zeros(1, 11, 1)
+    sure[0, 3, 0] = 5.0
+    pair = torch.cat([sure, unsure], dim=2)
+    target = torch.tensor([[3, 3]])
+    per_token = [FocalCrossEntropy(2.0, 0)(pair[:, :, i:i + 1], target[:, i:i + 1]) for i in range(2)]
+    plain = [FocalCrossEntropy(0.0, 0)(pair[:, :, i:i + 1], target[:, i:i + 1]) for i in range(2)]
+    assert per_token[0] < 1e-3 * plain[0] and per_token[1] > 0.8 * plain[1]
+    cfg = as_captioner_config(compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=2"]).captioner)
+    assert isinstance(build_loss(cfg, 0).caption_loss, FocalCrossEntropy)
+    FocalCrossEntropy(1.0, 0)(logits, labels).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, :, 4:].abs().sum() == 0
 
 
 def _world(n: int, seed: int = 0):
