@@ -61,18 +61,14 @@ def count_breakdown(captions: Sequence[str], scenes: Sequence[SceneLike]) -> dic
             t = tally[kind]
             t["groups"] += 1
             if (n, colour, shape) in stated:
-                t["correct"] += 1
+                t["recall"] += 1
             elif (colour, shape) in counts:
                 t["wrong_count"] += 1
             else:
                 t["unnamed"] += 1
-    out = {}
-    for kind, t in tally.items():
-        g = t["groups"]
-        share = {k: t[k] / g if g else math.nan for k in ("correct", "wrong_count", "unnamed")}
-        out[kind] = {"groups": g, "recall": share["correct"], "wrong_count": share["wrong_count"],
-                     "unnamed": share["unnamed"]}
-    return out
+    return {kind: {"groups": t["groups"], **{k: t[k] / t["groups"] if t["groups"] else math.nan
+                                             for k in ("recall", "wrong_count", "unnamed")}}
+            for kind, t in tally.items()}
 
 
 def caption_batches(captioner: Callable[[torch.Tensor], list[str]], batches: Iterable[dict],

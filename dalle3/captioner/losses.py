@@ -45,9 +45,8 @@ def build_loss(cfg: Any, pad_id: int, rank: int = 0, world_size: int = 1) -> CoC
     """
     loss = CoCaLoss(caption_loss_weight=float(cfg.caption_weight), clip_loss_weight=float(cfg.contrastive_weight),
                     pad_id=pad_id, local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
-    gamma = float(getattr(cfg, "caption_focal_gamma", 0.0))
-    if gamma:
-        loss.caption_loss = FocalCrossEntropy(gamma, pad_id)
+    if cfg.caption_focal_gamma:
+        loss.caption_loss = FocalCrossEntropy(cfg.caption_focal_gamma, pad_id)
     return loss
 
 

@@ -239,5 +239,4 @@ def make_captions(scene: Scene, rng: random.Random, cfg: Any) -> dict[str, str]:
         rng: consumed in a fixed order (alt, ssc, dsc), so a seeded rng gives fixed captions.
         cfg: a ``WorldConfig`` (the alt-text defect rates, the descriptive caption's order).
     """
-    order = getattr(cfg, "dsc_order", "reading")
-    return {"alt": alt(scene, rng, cfg), "ssc": ssc(scene, rng), "dsc": dsc(scene, rng, order)}
+    return {"alt": alt(scene, rng, cfg), "ssc": ssc(scene, rng), "dsc": dsc(scene, rng, cfg.dsc_order)}
