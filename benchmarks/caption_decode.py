@@ -31,7 +31,8 @@ import torch
 from dalle3.captioner.generate import DecodeOptions, SpecialIds, generate
 from dalle3.captioner.kv import CocaKV
 from dalle3.captioner.model import build_captioner
-from dalle3.captioner.module import as_captioner_config
+from dalle3.config.captioner import CaptionerConfig
+from dalle3.config.convert import to_dataclass
 from dalle3.config import compose
 
 
@@ -61,7 +62,7 @@ def load_model(weights: str | None):
         cap = load_exported(weights)
     else:
         torch.manual_seed(0)
-        cap = build_captioner(as_captioner_config(compose([]).captioner))
+        cap = build_captioner(to_dataclass(CaptionerConfig, compose([]).captioner))
     ids = SpecialIds.from_tokenizer(cap.tokenizer)
     if not weights:
         pin_special_tokens(cap.model, [ids.pad, *ids.suppress])

@@ -77,7 +77,7 @@ def ensure_world(args: argparse.Namespace) -> None:
 
     if not (Path(args.out) / "world" / "val").exists():
         t0 = time.time()
-        run_stage(compose(["stage=data", *stage_overrides(args)]))
+        run_stage(compose(["stage=world", *stage_overrides(args)]))
         print(f"world written in {time.time() - t0:.0f} s", flush=True)
 
 

@@ -47,7 +47,7 @@ def build(tmp: str, batch: int, steps: int, overrides: list):
     from dalle3.config import compose
     from dalle3.config.schema import WorldConfig
     from dalle3.ldm.model import build_vae
-    from dalle3.ldm.precompute import run as precompute
+    from dalle3.ldm.stage import run_latents as precompute
     from dalle3.world.writer import write_split
 
     wcfg = WorldConfig(image_size=32, max_objects=2)
@@ -68,7 +68,7 @@ def build(tmp: str, batch: int, steps: int, overrides: list):
 
 def fixed_batches(cfg, n: int) -> list[dict]:
     from dalle3.ldm.data import LatentDataModule
-    from dalle3.ldm.train import latent_data_cfg
+    from dalle3.ldm.stage import latent_data_cfg
 
     it = iter(LatentDataModule(latent_data_cfg(cfg), cfg.caption).train_dataloader())
     return [{"latent": b["latent"], "caption": b["caption"]} for b in (next(it) for _ in range(n))]
@@ -93,7 +93,7 @@ class _Timer:
 
 def ours(cfg, parts, init_state, datamodule, tag: str, warmup: int) -> float:
     from dalle3.ldm.module import LatentDiffusionModule
-    from dalle3.ldm.train import ldm_callbacks
+    from dalle3.ldm.stage import ldm_callbacks
     from dalle3.trainer import fit
 
     parts.unet.load_state_dict(init_state)
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     from dalle3.data.datamodule import ShardDataModule
     from dalle3.ldm.data import LatentDataModule
     from dalle3.ldm.model import build_parts
-    from dalle3.ldm.train import latent_data_cfg
+    from dalle3.ldm.stage import latent_data_cfg
 
     tmp = tempfile.mkdtemp(prefix="ldm_bench_")
     cfg, text_cfg = build(tmp, args.batch, args.steps, args.set)

@@ -2,7 +2,7 @@
 
 1. **pure**: both captioners (SSC + DSC) caption images already decoded in memory, in
    batches of ``--batch``: the ceiling the job can reach.
-2. **job, 1 process**: ``dalle3.recaption.job.run`` over the same images as shards on
+2. **job, 1 process**: ``dalle3.recaption.stage.run_recaption`` over the same images as shards on
    disk (tar read, PNG decode in DataLoader workers, tar writes, manifest), ``threads``
    torch threads. ``overhead = 1 - job images/s / pure images/s``.
 3. **job, 2 processes** (``--two``): two ranks (RANK/WORLD_SIZE) with half the threads
@@ -73,7 +73,7 @@ def pure(root: Path, shards: list[str], args) -> float:
 
 def job_one(root: Path, args) -> dict:
     from dalle3.config import compose
-    from dalle3.recaption.job import run
+    from dalle3.recaption.stage import run_recaption as run
 
     out = root / "out1"
     summary = run(compose(overrides(root, out, args, args.threads, args.workers)))

@@ -2,18 +2,19 @@
 
 Every command composes the same root config (``conf/config.yaml``); each one only
 chooses a default ``stage=`` and refuses stages that belong to another command.
+``dalle3-data`` is the old name of ``dalle3-world`` and still works, with a warning.
 """
 from __future__ import annotations
 
 import json
 import sys
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import hydra
 from omegaconf import DictConfig
 
 from dalle3.config import CONF_DIR, ConfigError, register_configs
-from dalle3.stages import StageMissing, run_stage
+from dalle3.stages import RENAMED, run_stage
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.cli")
@@ -22,7 +23,7 @@ register_configs()
 
 def _dispatch(cfg: DictConfig, allowed: Iterable[str], command: str) -> dict:
     allowed = tuple(allowed)
-    if cfg.stage not in allowed:
+    if RENAMED.get(cfg.stage, cfg.stage) not in allowed:
         raise ConfigError(f"stage={cfg.stage!r} is not run by {command}; choose one of: {' | '.join(allowed)}")
     summary = run_stage(cfg)
     if summary:
@@ -33,19 +34,42 @@ def _dispatch(cfg: DictConfig, allowed: Iterable[str], command: str) -> dict:
     return summary
 
 
-def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str]):
-    """Build a zero-argument console-script main for ``command``."""
+GENERATE_ALIASES = {k: f"ldm.generate.{k}" for k in ("prompt", "n", "guidance", "steps", "seed")}
+"`dalle3-generate prompt=... n=... guidance=... steps=... seed=...`: short names of ldm.generate.*."
+
+
+def expand_aliases(args: list[str], aliases: Mapping[str, str]) -> list[str]:
+    """``key=value`` arguments whose key is an alias become ``aliases[key]=value``."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        out.append(f"{aliases[key]}={value}" if sep and key in aliases else arg)
+    return out
+
+
+def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str], renamed_to: str = "",
+           aliases: Optional[Mapping[str, str]] = None):
+    """Build a zero-argument console-script main for ``command``.
+
+    Args:
+        renamed_to: the command's new name, when ``command`` is a deprecated one.
+        aliases: short argument names of this command (``key=value`` → ``aliases[key]=value``).
+    """
     allowed = tuple(allowed)
 
     @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
     def _hydra_main(cfg: DictConfig) -> None:
         try:
             _dispatch(cfg, allowed, command)
-        except (ConfigError, StageMissing) as exc:
+        except ConfigError as exc:
             print(f"{command}: {exc}", file=sys.stderr)
             sys.exit(2)
 
     def main() -> None:
+        if renamed_to:
+            log.warning("%s is deprecated; use %s (the same command)", command, renamed_to)
+        if aliases:
+            sys.argv[1:] = expand_aliases(sys.argv[1:], aliases)
         if default_stage and not any(a.startswith(("stage=", "+stage=")) for a in sys.argv[1:]):
             sys.argv.append(f"stage={default_stage}")
         _hydra_main()
@@ -53,11 +77,12 @@ def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str]):
     return main
 
 
-data_main = _entry("dalle3-data", "data", ["data"])
+world_main = _entry("dalle3-world", "world", ["world"])
+data_main = _entry("dalle3-data", "world", ["world"], renamed_to="dalle3-world")
 train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "vae", "latents", "ldm"])
 recaption_main = _entry("dalle3-recaption", "recaption", ["recaption"])
 eval_main = _entry("dalle3-eval", "eval", ["eval"])
-generate_main = _entry("dalle3-generate", "generate", ["generate"])
+generate_main = _entry("dalle3-generate", "generate", ["generate"], aliases=GENERATE_ALIASES)
 
 
 def pipeline_main() -> None:

@@ -3,8 +3,8 @@
 Usage: ``dalle3-pipeline [hydra overrides...]`` (the overrides apply to every step).
 Each step composes the real root config with its own ``stage=`` and step overrides,
 exactly as the per-stage command would, so a pipeline step and a cluster job of the
-same stage run the same code. Steps whose stage is not in the package yet are
-reported as missing and skipped; the rest still run.
+same stage run the same code. A step can hand overrides to every later step (its
+``carry``), e.g. the recaption step points later steps at the captions it wrote.
 """
 from __future__ import annotations
 
@@ -12,12 +12,28 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from dalle3.config import ConfigError, compose, register_configs
-from dalle3.stages import StageMissing, get_stage, run_stage
+from dalle3.stages import get_stage, run_stage
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.pipeline")
+
+
+def recaption_carry(cfg: Any) -> list[str]:
+    """What later steps read once the recaption step has run: the synthetic captions it wrote.
+
+    ``recaption.mode=shards`` writes new shards, which become ``data.train_shards``;
+    ``sidecar`` writes caption files beside the unchanged input, joined through ``data.sidecar_dir``.
+    """
+    rc = cfg.recaption
+    if rc.mode == "shards":
+        return ["data.train_shards=${recaption.out_dir}"]
+    carry = ["data.sidecar_dir=${recaption.out_dir}"]
+    if rc.input_shards != cfg.data.train_shards:  # recaption.input_shards was set apart from data.train_shards
+        carry.append("data.train_shards='" + str(rc.input_shards).replace("\\", "\\\\").replace("'", "\\'") + "'")
+    return carry
 
 
 @dataclass(frozen=True)
@@ -25,8 +41,8 @@ class Step:
     stage: str
     overrides: tuple[str, ...] = field(default_factory=tuple)
     label: str = ""
-    carry: tuple[str, ...] = field(default_factory=tuple)
-    "Overrides for every later step once this one has run (e.g. read the recaptioned shards)."
+    carry: Optional[Callable[[Any], list[str]]] = None
+    "Overrides for every later step once this one has run, from this step's composed config."
 
     @property
     def name(self) -> str:
@@ -35,13 +51,13 @@ class Step:
 
 # The DALL-E 3 recipe in order (PAPER.md "The pipeline").
 STEPS: tuple[Step, ...] = (
-    Step("data"),
+    Step("world"),
     Step("captioner_pretrain"),
     Step("captioner_finetune", ("captioner.target=ssc",), "captioner_finetune_ssc"),
     Step("captioner_finetune", ("captioner.target=dsc",), "captioner_finetune_dsc"),
     # Once recaptioned, later stages read the synthetic captions the captioners wrote
     # instead of the world's ground-truth ones.
-    Step("recaption", carry=("data.train_shards=${recaption.out_dir}",)),
+    Step("recaption", carry=recaption_carry),
     Step("vae"),
     Step("latents"),
     Step("ldm", ("caption=alt",), "ldm_alt"),
@@ -55,18 +71,15 @@ def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[
     register_configs()
     records, carried = [], []
     for step in steps:
+        get_stage(step.stage)  # a typo in a custom step list fails before any work
+    for step in steps:
         record = {"step": step.name, "stage": step.stage}
         t0 = time.time()
-        if not get_stage(step.stage).available():
-            st = get_stage(step.stage)
-            record.update(status="missing", detail=f"{st.about} (issue #{st.issue})")
-            log.warning("step %s: not implemented yet: %s", step.name, record["detail"])
-            records.append(record)
-            continue
         log.info("step %s: starting", step.name)
         cfg = compose([f"stage={step.stage}", *carried, *overrides, *step.overrides])
         record.update(status="done", summary=run_stage(cfg))
-        carried.extend(step.carry)
+        if step.carry is not None:
+            carried.extend(step.carry(cfg))
         record["seconds"] = round(time.time() - t0, 1)
         log.info("step %s: done in %.1f s", step.name, record["seconds"])
         records.append(record)
@@ -76,11 +89,7 @@ def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[
 def print_report(records: list[dict]) -> None:
     print("\n== dalle3 pipeline ==")
     for r in records:
-        extra = f"{r.get('seconds', 0):7.1f} s" if r["status"] == "done" else r.get("detail", "")
-        print(f"  {r['step']:<26} {r['status']:<8} {extra}")
-    missing = [r["step"] for r in records if r["status"] == "missing"]
-    if missing:
-        print(f"  still missing: {', '.join(missing)}")
+        print(f"  {r['step']:<26} {r['status']:<8} {r.get('seconds', 0):7.1f} s")
     print(json.dumps({"pipeline": [{k: v for k, v in r.items() if k != "summary"} for r in records]}))
 
 
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         records = run_pipeline(args)
-    except (ConfigError, StageMissing) as exc:
+    except ConfigError as exc:
         print(f"dalle3-pipeline: {exc}", file=sys.stderr)
         sys.exit(2)
     print_report(records)

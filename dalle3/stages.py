@@ -1,59 +1,69 @@
-"""The stage registry: which function runs each `stage=` and whether it exists yet.
+"""The stage registry: every ``stage=`` name, the package that runs it, and its entry function.
 
+One rule leads from a stage's name to its code: stage ``<name>`` of package ``<pkg>`` is
+``dalle3/<pkg>/stage.py:run_<name>(cfg) -> dict``, its values are ``conf/stage/<name>.yaml``
+and the package's own settings are the config group ``conf/<pkg>/`` (``ARCHITECTURE.md``).
 Entry points and the pipeline look stages up here, so adding a stage is one line.
-A stage whose module is not in the package yet is reported as missing instead of
-crashing the pipeline, together with the issue that tracks it.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from dalle3.utils.logging import get_logger
+
+log = get_logger("dalle3.stages")
+
+ENTRY_MODULE = "stage"
+"Every stage package's entry file: ``dalle3/<package>/stage.py``."
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    target: str
-    "`module:function` taking the composed root config and returning a dict summary."
+    "The ``stage=`` value, also ``conf/stage/<name>.yaml``."
+    package: str
+    "Subpackage of ``dalle3`` (and config group under ``conf/``) that owns the stage."
     about: str
-    issue: int
-    "Tracker issue that delivers the stage (for the 'still missing' message)."
+    "One line for help texts and the pipeline report."
 
     @property
     def module(self) -> str:
-        return self.target.split(":")[0]
+        return f"dalle3.{self.package}.{ENTRY_MODULE}"
 
-    def available(self) -> bool:
-        try:
-            return importlib.util.find_spec(self.module) is not None
-        except ModuleNotFoundError:
-            return False
+    @property
+    def function(self) -> str:
+        return f"run_{self.name}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}:{self.function}"
 
     def load(self) -> Callable[[Any], dict]:
-        module, func = self.target.split(":")
-        return getattr(importlib.import_module(module), func)
+        return getattr(importlib.import_module(self.module), self.function)
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("data", "dalle3.world.stage:run", "write the synthetic world's shards", 2),
-    Stage("captioner_pretrain", "dalle3.captioner.train:run", "pretrain the CoCa captioner on alt-text", 3),
-    Stage("captioner_finetune", "dalle3.captioner.train:run", "fine-tune SSC and DSC captioners", 3),
-    Stage("recaption", "dalle3.recaption.job:run", "recaption the training shards", 4),
-    Stage("vae", "dalle3.ldm.train:run", "train the tiny VAE on the world's images", 5),
-    Stage("latents", "dalle3.ldm.precompute:run", "precompute VAE latents", 5),
-    Stage("ldm", "dalle3.ldm.train:run", "train the latent diffusion model", 5),
-    Stage("generate", "dalle3.ldm.generate:run", "sample images from prompts", 5),
-    Stage("eval", "dalle3.eval.run:run", "CLIP score, prompt following, blend sweep", 5),
+    Stage("world", "world", "write the synthetic world's shards"),
+    Stage("captioner_pretrain", "captioner", "pretrain the CoCa captioner on alt-text"),
+    Stage("captioner_finetune", "captioner", "fine-tune SSC and DSC captioners"),
+    Stage("recaption", "recaption", "recaption the training shards"),
+    Stage("vae", "ldm", "train the tiny VAE on the world's images"),
+    Stage("latents", "ldm", "precompute VAE latents"),
+    Stage("ldm", "ldm", "train the latent diffusion model"),
+    Stage("generate", "ldm", "sample images from prompts"),
+    Stage("eval", "eval", "CLIP score, prompt following, blend sweep"),
 ]}
 
-
-class StageMissing(RuntimeError):
-    """The stage exists in the plan but not yet in the package."""
+RENAMED: dict[str, str] = {"data": "world"}
+"Old stage names that still work, with a deprecation line: old -> new."
 
 
 def get_stage(name: str) -> Stage:
+    if name in RENAMED:
+        log.warning("stage=%s is deprecated; use stage=%s (the same stage)", name, RENAMED[name])
+        name = RENAMED[name]
     if name not in STAGES:
         raise KeyError(f"stage={name!r} is not a stage; choose one of: {' | '.join(STAGES)}")
     return STAGES[name]
@@ -61,7 +71,4 @@ def get_stage(name: str) -> Stage:
 
 def run_stage(cfg: Any) -> dict:
     """Run ``cfg.stage`` and return its summary dict."""
-    stage = get_stage(cfg.stage)
-    if not stage.available():
-        raise StageMissing(f"stage {stage.name!r} ({stage.about}) is not implemented yet (issue #{stage.issue})")
-    return stage.load()(cfg) or {}
+    return get_stage(cfg.stage).load()(cfg) or {}

@@ -15,7 +15,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dalle3.config.validate import ConfigError, per_device_batch, validate_trainer
+from dalle3.config.schema import validate_trainer
+from dalle3.config.validate import ConfigError, per_device_batch
 from dalle3.dist.strategy import build_strategy, cpu_threads, is_deepspeed, wants_cpu
 from dalle3.utils.logging import get_logger
 

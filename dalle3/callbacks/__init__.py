@@ -1,6 +1,5 @@
-"""Training side effects, one callback per file."""
+"""Training side effects shared by every stage, one callback per file (stage-only ones live with their stage)."""
 from dalle3.callbacks.data_stats import DataStats
 from dalle3.callbacks.ema import EMA
-from dalle3.callbacks.sample_images import SampleImages
 
-__all__ = ["DataStats", "EMA", "SampleImages"]
+__all__ = ["DataStats", "EMA"]

@@ -37,6 +37,8 @@ class EMA(pl.Callback):
         self.decay, self.every_n_steps, self.target = decay, every_n_steps, target
         self.shadow: dict[str, torch.Tensor] = {}
         self.n_updates = 0
+        self._seen_step = -1
+        "The optimizer step of the last update: with gradient accumulation several batches end on one."
 
     @property
     def state_key(self) -> str:
@@ -59,7 +61,7 @@ class EMA(pl.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        if trainer.global_step % self.every_n_steps or trainer.global_step == self._last_step(trainer):
+        if trainer.global_step % self.every_n_steps or trainer.global_step == self._seen_step:
             return
         self._seen_step = trainer.global_step
         one_minus = 1.0 - ema_decay(self.decay, self.n_updates)
@@ -67,10 +69,6 @@ class EMA(pl.Callback):
             with gathered([p]):  # collective under ZeRO-3: every rank walks the same list
                 self.shadow[name].lerp_(p.detach().float(), one_minus)
         self.n_updates += 1
-
-    def _last_step(self, trainer: pl.Trainer) -> int:
-        # with gradient accumulation several batches end on one optimizer step: update once
-        return getattr(self, "_seen_step", -1)
 
     def state_dict(self) -> dict:
         return {"shadow": {k: v.detach().cpu() for k, v in self.shadow.items()}, "n_updates": self.n_updates,

@@ -14,8 +14,9 @@ from typing import Optional
 
 import torch
 
-from dalle3.captioner.generate import DecodeOptions, LogitsProcessor, SpecialIds, _seen, _start
+from dalle3.captioner.decoding import LogitsProcessor, SpecialIds, new_token_budget, prefill, seen_tokens
 from dalle3.captioner.kv import CocaKV
+from dalle3.config.captioner import CaptionerDecodeConfig
 
 
 class Hypotheses:
@@ -59,14 +60,14 @@ def _close_hypotheses(hyps: list[Hypotheses], items: torch.Tensor, seqs: torch.T
 
 
 @torch.inference_mode()
-def decode_beam(kv: CocaKV, images: torch.Tensor, opts: DecodeOptions, ids: SpecialIds,
+def decode_beam(kv: CocaKV, images: torch.Tensor, opts: CaptionerDecodeConfig, ids: SpecialIds,
                 prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Beam search; returns [B, P + T] like :func:`dalle3.captioner.generate.generate`."""
     nb, vocab, dev = opts.num_beams, kv.vocab_size, images.device
     if 2 * nb > vocab:
         raise ValueError(f"num_beams={nb} needs a vocabulary of at least {2 * nb} tokens")
-    max_new = min(opts.max_new_tokens, kv.max_len - (1 if prompt is None else prompt.shape[1]))
-    state, logits, prompt_rows = _start(kv, images, ids, prompt, max_new, repeat=nb)
+    max_new = new_token_budget(kv, opts, prompt)
+    state, logits, prompt_rows = prefill(kv, images, ids, prompt, max_new, repeat=nb)
     process = LogitsProcessor(opts, ids, vocab, dev)
     n_img = images.shape[0]
     hyps = [Hypotheses(nb, opts.length_penalty, max_new) for _ in range(n_img)]
@@ -74,7 +75,7 @@ def decode_beam(kv: CocaKV, images: torch.Tensor, opts: DecodeOptions, ids: Spec
     seqs = torch.full((n_img * nb, max_new), ids.pad, dtype=torch.long, device=dev)
     beam_scores = torch.zeros(n_img, nb, device=dev)
     beam_scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    seen = _seen(prompt_rows, vocab, opts)
+    seen = seen_tokens(prompt_rows, vocab, opts)
     for step in range(max_new):
         logprobs = process(logits, step, seen).log_softmax(-1)
         cand = (beam_scores.view(-1, 1) + logprobs).view(len(items), nb * vocab)

@@ -18,8 +18,9 @@ import lightning.pytorch as pl
 import torch
 
 from dalle3.captioner.evaluate import evaluate_captions, flat_metrics
-from dalle3.captioner.generate import CaptionGenerator, DecodeOptions
+from dalle3.captioner.generate import CaptionGenerator
 from dalle3.captioner.model import plain_model
+from dalle3.config.captioner import CaptionerDecodeConfig
 from dalle3.dist.zero import full_state_dict, is_partitioned
 
 
@@ -42,8 +43,8 @@ class CaptionSamples(pl.Callback):
         out_dir: folder for the markdown tables (default ``<run_dir>/val_captions``).
     """
 
-    def __init__(self, n: int, opts: Optional[DecodeOptions] = None, out_dir: Optional[str] = None):
-        self.n, self.opts, self.out_dir = n, opts or DecodeOptions(), out_dir
+    def __init__(self, n: int, opts: Optional[CaptionerDecodeConfig] = None, out_dir: Optional[str] = None):
+        self.n, self.opts, self.out_dir = n, opts or CaptionerDecodeConfig(), out_dir
         self.batch: Optional[dict] = None
         self.written: list[str] = []
 
@@ -85,6 +86,7 @@ class CaptionSamples(pl.Callback):
         if logger is not None:
             if metrics:
                 logger.log_metrics(metrics, step=step)
+            # duck-typed: any Lightning logger; only TensorBoard's experiment has add_text
             experiment = getattr(logger, "experiment", None)
             if experiment is not None and hasattr(experiment, "add_text"):
                 experiment.add_text("val/captions", table, global_step=step)

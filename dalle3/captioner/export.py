@@ -1,6 +1,7 @@
 """Export a captioner as open_clip loads it: safetensors weights + the model config JSON.
 
-Folder layout (``<run_dir>/export``):
+Folder layout (``<run_dir>/export``, :func:`export_dir`; the file names live in
+:mod:`dalle3.captioner.layout`):
 
 * ``open_clip_model.safetensors``: the ``CoCa`` state dict (no pickle anywhere);
 * ``open_clip_config.json``: ``{"model_cfg", "preprocess_cfg"}``, so
@@ -29,20 +30,22 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from dalle3.captioner.layout import CONFIG_FILE, META_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from dalle3.captioner.model import CLIP_MEAN, CLIP_STD, Captioner, check_finite, create_coca
 from dalle3.captioner.stem import StemSpec
 from dalle3.captioner.tokenizer import WordTokenizer
-
-WEIGHTS_FILE = "open_clip_model.safetensors"
-CONFIG_FILE = "open_clip_config.json"
-TOKENIZER_FILE = "tokenizer.json"
-META_FILE = "captioner.json"
+from dalle3.config.captioner import EXPORT_DIR
+from dalle3.utils.io import atomic_path, atomic_write_json
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def export_dir(run_dir: Union[str, os.PathLike]) -> Path:
+    """The export folder of a captioner run folder: ``<run_dir>/export``."""
+    return Path(run_dir) / EXPORT_DIR
+
+
+def is_export(folder: Union[str, os.PathLike]) -> bool:
+    """Whether ``folder`` is a captioner export (it holds the export's ``captioner.json``)."""
+    return (Path(folder) / META_FILE).is_file()
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -64,21 +67,19 @@ def export_captioner(captioner: Captioner, out_dir: Union[str, Path], meta: Opti
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = state_dict if state_dict is not None else plain_state_dict(captioner.model)
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(weights, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(weights, tmp, metadata={"format": "pt"})
     size = captioner.model_cfg["vision_cfg"]["image_size"]
     preprocess = {"size": size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
                   "resize_mode": "shortest"}
-    _atomic_write(out / CONFIG_FILE, json.dumps({"model_cfg": captioner.model_cfg, "preprocess_cfg": preprocess},
-                                                indent=2))
-    _atomic_write(out / f"{captioner.model_name}.json", json.dumps(captioner.model_cfg, indent=2))
+    atomic_write_json(out / CONFIG_FILE, {"model_cfg": captioner.model_cfg, "preprocess_cfg": preprocess}, indent=2)
+    atomic_write_json(out / f"{captioner.model_name}.json", captioner.model_cfg, indent=2)
     tok = captioner.tokenizer
     if isinstance(tok, WordTokenizer):
         tok.save(out / TOKENIZER_FILE)
     info = {"model_name": captioner.model_name, "conv_stem": captioner.stem.to_json() if captioner.stem else None,
             "tokenizer": "world" if isinstance(tok, WordTokenizer) else "open_clip", **(meta or {})}
-    _atomic_write(out / META_FILE, json.dumps(info, indent=2, default=str))
+    atomic_write_json(out / META_FILE, info, indent=2, default=str)
     return out
 
 

@@ -11,79 +11,31 @@ end token (unless ``max_new_tokens`` ran out) and are padded with ``pad_id``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
+from dalle3.captioner.beam import decode_beam
+from dalle3.captioner.decoding import LogitsProcessor, SpecialIds, new_token_budget, prefill, seen_tokens
 from dalle3.captioner.kv import CocaKV
+from dalle3.captioner.model import model_image_size, to_model_input
+from dalle3.config.captioner import CaptionerDecodeConfig
+from dalle3.config.convert import to_dataclass
 
 
-@dataclass
-class DecodeOptions:
-    """Decoding knobs; field meanings as in ``CaptionerDecodeConfig``."""
-
-    mode: str = "greedy"
-    max_new_tokens: int = 30
-    min_new_tokens: int = 0
-    num_beams: int = 4
-    length_penalty: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
+class DecodeOptions(CaptionerDecodeConfig):
+    """The decoding knobs: ``CaptionerDecodeConfig`` itself (its fields and defaults), plus
+    :meth:`from_config`. Every decoder here takes either class."""
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> "DecodeOptions":
-        values = {name: getattr(cfg, name) for name in cls.__dataclass_fields__ if hasattr(cfg, name)}
-        return cls(**{**values, **overrides})
+        """From a ``decode`` config block (dataclass, OmegaConf node or dict); ``overrides`` win."""
+        return to_dataclass(cls, cfg, **overrides)
 
 
-@dataclass
-class SpecialIds:
-    sot: int
-    eot: int
-    pad: int = 0
-    suppress: tuple[int, ...] = ()
-    "Ids never generated (start, pad, unknown, ...)."
-    stop: tuple[int, ...] = ()
-    "Ids besides ``eot`` that end a caption."
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> "SpecialIds":
-        """Our WordTokenizer suppresses pad/start/unk; open_clip's BPE only its start token
-        (its pad id 0 is also the "!" token, so it cannot be suppressed)."""
-        sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
-        pad = getattr(tokenizer, "pad_token_id", 0)
-        suppress = [sot]
-        if hasattr(tokenizer, "unk_token_id"):
-            suppress += [pad, tokenizer.unk_token_id]
-        return cls(sot, eot, pad, tuple(suppress))
-
-
-class LogitsProcessor:
-    """Min length, repetition penalty and suppressed ids, applied to float32 logits."""
-
-    def __init__(self, opts: DecodeOptions, ids: SpecialIds, vocab: int, device: torch.device):
-        self.opts, self.ids = opts, ids
-        self.stop = torch.tensor([ids.eot, *ids.stop], device=device)
-        self.block = torch.zeros(vocab, dtype=torch.bool, device=device)
-        self.block[list(ids.suppress)] = True
-
-    def __call__(self, logits: torch.Tensor, step: int, seen: Optional[torch.Tensor]) -> torch.Tensor:
-        logits = logits.float()
-        if seen is not None:  # CTRL / HF RepetitionPenaltyLogitsProcessor semantics
-            p = self.opts.repetition_penalty
-            logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
-        logits = logits.masked_fill(self.block, float("-inf"))
-        if step < self.opts.min_new_tokens:
-            logits[:, self.stop] = float("-inf")
-        return logits
-
-
-def warp_and_sample(logits: torch.Tensor, opts: DecodeOptions, generator: Optional[torch.Generator]) -> torch.Tensor:
+def warp_and_sample(logits: torch.Tensor, opts: CaptionerDecodeConfig,
+                    generator: Optional[torch.Generator]) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (HF order); draw one token per row."""
     logits = logits / max(opts.temperature, 1e-6)
     if opts.top_k and opts.top_k < logits.shape[-1]:
@@ -97,38 +49,17 @@ def warp_and_sample(logits: torch.Tensor, opts: DecodeOptions, generator: Option
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
-def _start(kv: CocaKV, images: torch.Tensor, ids: SpecialIds, prompt: Optional[torch.Tensor],
-           max_new: int, repeat: int = 1):
-    """Encode images once, expand per beam, prefill the prompt; return (state, logits, prompt)."""
-    cross = kv.encode_images(images)
-    if repeat > 1:
-        cross = [(k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)) for k, v in cross]
-    b = cross[0][0].shape[0]
-    if prompt is None:
-        prompt = torch.full((b, 1), ids.sot, dtype=torch.long, device=images.device)
-    elif repeat > 1:
-        prompt = prompt.repeat_interleave(repeat, 0)
-    state = kv.new_state(cross, min(prompt.shape[1] + max_new, kv.max_len))
-    return state, kv.forward(prompt, state)[:, -1], prompt
-
-
-def _seen(prompt: torch.Tensor, vocab: int, opts: DecodeOptions) -> Optional[torch.Tensor]:
-    if opts.repetition_penalty == 1.0:
-        return None
-    return torch.zeros(prompt.shape[0], vocab, dtype=torch.bool, device=prompt.device).scatter_(1, prompt, True)
-
-
 @torch.inference_mode()
-def decode_greedy_or_sample(kv: CocaKV, images: torch.Tensor, opts: DecodeOptions, ids: SpecialIds,
+def decode_greedy_or_sample(kv: CocaKV, images: torch.Tensor, opts: CaptionerDecodeConfig, ids: SpecialIds,
                             prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Greedy (``mode=greedy``) or sampled decoding; finished rows leave the batch."""
-    max_new = min(opts.max_new_tokens, kv.max_len - (1 if prompt is None else prompt.shape[1]))
-    state, logits, prompt = _start(kv, images, ids, prompt, max_new)
+    max_new = new_token_budget(kv, opts, prompt)
+    state, logits, prompt = prefill(kv, images, ids, prompt, max_new)
     process = LogitsProcessor(opts, ids, kv.vocab_size, images.device)
     gen = torch.Generator(device=images.device).manual_seed(opts.seed) if opts.mode == "sample" else None
     out = torch.full((prompt.shape[0], max_new), ids.pad, dtype=torch.long, device=images.device)
     rows = torch.arange(prompt.shape[0], device=images.device)
-    seen = _seen(prompt, kv.vocab_size, opts)
+    seen = seen_tokens(prompt, kv.vocab_size, opts)
     for step in range(max_new):
         scores = process(logits, step, seen)
         nxt = scores.argmax(-1) if opts.mode == "greedy" else warp_and_sample(scores, opts, gen)
@@ -150,7 +81,7 @@ def decode_greedy_or_sample(kv: CocaKV, images: torch.Tensor, opts: DecodeOption
 
 
 @torch.inference_mode()
-def generate(model: nn.Module, images: torch.Tensor, ids: SpecialIds, opts: Optional[DecodeOptions] = None,
+def generate(model: nn.Module, images: torch.Tensor, ids: SpecialIds, opts: Optional[CaptionerDecodeConfig] = None,
              prompt: Optional[torch.Tensor] = None, kv: Optional[CocaKV] = None) -> torch.Tensor:
     """Caption a batch of (normalised) images with a CoCa.
 
@@ -165,13 +96,11 @@ def generate(model: nn.Module, images: torch.Tensor, ids: SpecialIds, opts: Opti
     Returns:
         LongTensor [B, P + T]: prompt, generated tokens, pad after the end token.
     """
-    opts = opts or DecodeOptions()
+    opts = opts or CaptionerDecodeConfig()
     kv = kv or CocaKV(model)
     if opts.mode in ("greedy", "sample"):
         return decode_greedy_or_sample(kv, images, opts, ids, prompt)
     if opts.mode == "beam":
-        from dalle3.captioner.beam import decode_beam
-
         return decode_beam(kv, images, opts, ids, prompt)
     raise ValueError(f"decode mode={opts.mode!r}; allowed: greedy | beam | sample")
 
@@ -187,11 +116,9 @@ class CaptionGenerator:
             size, then CLIP mean/std).
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, opts: Optional[DecodeOptions] = None,
+    def __init__(self, model: nn.Module, tokenizer: Any, opts: Optional[CaptionerDecodeConfig] = None,
                  normalize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
-        from dalle3.captioner.model import model_image_size, to_model_input
-
-        self.model, self.tokenizer, self.opts = model, tokenizer, opts or DecodeOptions()
+        self.model, self.tokenizer, self.opts = model, tokenizer, opts or CaptionerDecodeConfig()
         self.ids = SpecialIds.from_tokenizer(tokenizer)
         size = model_image_size(model)
         self.normalize = normalize or (lambda images: to_model_input(images, size))

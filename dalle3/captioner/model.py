@@ -21,6 +21,7 @@ import torch
 from open_clip.factory import load_checkpoint, load_state_dict
 from torch import nn
 
+from dalle3.captioner.layout import WEIGHTS_FILE
 from dalle3.captioner.stem import StemSpec, add_conv_stem
 from dalle3.captioner.tokenizer import WordTokenizer, build_world_tokenizer
 from dalle3.config.captioner import STEMS
@@ -149,6 +150,15 @@ def build_tokenizer(cfg: Any) -> Callable:
     raise ValueError(f"captioner.tokenizer={cfg.tokenizer!r}; allowed: world | open_clip")
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id ``tokenizer`` pads captions with: the one place this is decided.
+
+    :class:`WordTokenizer` has a ``pad_token_id``; open_clip's BPE ``SimpleTokenizer`` has
+    none and pads with zeros, so a tokenizer without the attribute pads with 0.
+    """
+    return getattr(tokenizer, "pad_token_id", 0)
+
+
 def build_captioner(cfg: Any, pretrained: Optional[str] = None) -> Captioner:
     """Build the CoCa captioner described by a ``captioner`` config block.
 
@@ -169,7 +179,7 @@ def build_captioner(cfg: Any, pretrained: Optional[str] = None) -> Captioner:
         load_image_tower(model, cfg.image_init)
     if cfg.freeze_image:
         freeze_image_trunk(model.visual)
-    if getattr(cfg, "grad_checkpointing", False):
+    if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     check_finite(model)
     return Captioner(model, tokenizer, name, model_cfg, stem)
@@ -188,8 +198,6 @@ def resolve_weights(spec: Optional[str]) -> Optional[str]:
         return None
     path = Path(spec)
     if path.is_dir():
-        from dalle3.captioner.export import WEIGHTS_FILE
-
         return str(path / WEIGHTS_FILE)
     return str(spec)
 

@@ -11,20 +11,11 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from dalle3.captioner.losses import build_loss, coca_losses
-from dalle3.captioner.model import build_captioner, model_image_size, to_model_input
+from dalle3.captioner.model import build_captioner, model_image_size, pad_token_id, to_model_input
 from dalle3.config.captioner import CaptionerConfig
-
-
-def as_captioner_config(cfg: Any) -> CaptionerConfig:
-    """A typed ``CaptionerConfig`` from a dataclass, a DictConfig or a plain dict."""
-    if isinstance(cfg, CaptionerConfig):
-        return cfg
-    if isinstance(cfg, DictConfig):  # resolve inside the root first: init_from may use ${paths.out_dir}
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(CaptionerConfig), cfg))
+from dalle3.config.convert import to_dataclass
 
 
 def can_fuse(params: list) -> bool:
@@ -65,12 +56,12 @@ class CaptionerModule(pl.LightningModule):
 
     def __init__(self, captioner: Any, max_steps: int, init_from: Optional[str] = None):
         super().__init__()
-        self.cfg = as_captioner_config(captioner)
+        self.cfg = to_dataclass(CaptionerConfig, captioner)
         self.max_steps = int(max_steps)
         self.captioner = build_captioner(self.cfg, pretrained=init_from)
         self.model = self.captioner.model
         self.tokenizer = self.captioner.tokenizer
-        self.pad_id = getattr(self.tokenizer, "pad_token_id", 0)
+        self.pad_id = pad_token_id(self.tokenizer)
         self.image_size = model_image_size(self.model)
         self.loss_fn = build_loss(self.cfg, self.pad_id)
         self.steps_run = 0

@@ -2,140 +2,31 @@
 
 Why not open_clip's BPE: its two 49,408-row vocabulary matrices hold nearly all the
 parameters of a tiny CoCa and make a CPU step many times slower (ENVIRONMENT.md). The
-world's captions use ~200 distinct words, so the vocabulary is built from them:
-every word of :mod:`dalle3.world.lexicon`, the surface forms and templates of
-:mod:`dalle3.world.captions`, and a short list of glue words the caption code writes
-inline. The order is sorted, so the same code always gives the same ids.
-
-Text is lower-cased (the fact parser is case-insensitive and upper-cases sign words
-itself) and split into words, single digits and single punctuation marks.
+world's captions use ~200 distinct words, so the vocabulary is the world's own
+(:func:`dalle3.world.vocab.world_vocabulary`), after four special tokens.
 
 Optionally (``phrases=k``) the vocabulary also holds the world's ``k`` most useful
-multi-word *glue phrases* ("the picture contains a single", "in the top left corner"),
-found the way BPE finds merges: by counting n-grams in a corpus of captions the world's
-own caption code writes (fixed seed, :func:`world_phrases`). A phrase never contains a
-*content word* (colour, shape, size, number, sign word, digit), so every fact is still
-written word by word and the model composes facts as before; only the glue gets
-shorter. With 200 phrases a descriptive caption is 1.8x fewer tokens (36.6 → 20.6 on
-average, longest 74 → 40), and the text side, most of a training step, costs less.
-Encoding is greedy longest match; decoding expands a phrase into its words.
+multi-word glue phrases (:func:`dalle3.world.vocab.world_phrases`), which make a
+descriptive caption 1.8x fewer tokens, so the text side, most of a training step, costs
+less. Encoding is greedy longest match; decoding expands a phrase into its words.
 """
 from __future__ import annotations
 
-import collections
-import functools
 import json
-import random
-import re
-import string
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
+
+from dalle3.utils.io import atomic_write_json
+from dalle3.world.vocab import split_words, world_phrases, world_vocabulary
 
 PAD, SOT, EOT, UNK = "<pad>", "<start_of_text>", "<end_of_text>", "<unk>"
 SPECIALS = (PAD, SOT, EOT, UNK)
 "Special tokens, ids 0..3. Pad is 0, as open_clip's CoCa (text_cfg.pad_id, CoCaLoss) expects."
 
-GLUE_WORDS = (
-    "a", "an", "the", "and", "in", "at", "on", "of", "with", "is", "are", "there", "this", "that",
-    "one", "single", "objects", "object", "total", "all", "along", "across", "image", "shows",
-    "picture", "contains", "background", "you", "can", "see", "simple", "drawing", "against",
-    "backdrop", "sign", "says", "reads", "word", "side", "corner", "middle",
-)
-"Words the caption code writes outside its constants (e.g. 'There are two objects in total')."
-
-_TOKEN = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]")
 _NO_SPACE_BEFORE = set(".,;:!?)%")
 _NO_SPACE_AFTER = set("(")
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case ``text`` and split it into words, digits and punctuation marks."""
-    return _TOKEN.findall(text.lower())
-
-
-def _words_of(values: Iterable) -> set[str]:
-    """All words in (nested) strings, with ``{placeholders}`` removed."""
-    out: set[str] = set()
-    for value in values:
-        if isinstance(value, str):
-            out.update(split_words(re.sub(r"\{[a-z_]*\}", " ", value)))
-        elif isinstance(value, dict):
-            out |= _words_of(value.keys()) | _words_of(value.values())
-        elif isinstance(value, (tuple, list, set, frozenset)):
-            out |= _words_of(value)
-    return out
-
-
-def _constants(module) -> list:
-    """Values of a module's upper-case constants (strings, tuples, dicts of them)."""
-    return [v for k, v in sorted(vars(module).items())
-            if k.isupper() and isinstance(v, (str, tuple, list, dict, frozenset, set))]
-
-
-def world_vocabulary() -> list[str]:
-    """The world's words, sorted: lexicon + caption templates + glue + digits + punctuation.
-
-    Every upper-case constant of :mod:`dalle3.world.lexicon` and :mod:`dalle3.world.captions`
-    is read, so renamed or added templates are picked up; a unit test renders thousands of
-    captions and checks that none needs ``<unk>``.
-    """
-    from dalle3.world import captions, lexicon
-
-    words = _words_of(_constants(lexicon) + _constants(captions) + [GLUE_WORDS])
-    words |= {w + "s" for w in words if w.isalpha()} & _plural_nouns(captions, lexicon)
-    words |= set(string.digits) | set(string.punctuation)
-    return sorted(words)
-
-
-def _plural_nouns(captions, lexicon) -> set[str]:
-    """Plural forms of the shape words ("circles", "discs")."""
-    shape_words = set(lexicon.SHAPES) | _words_of([getattr(captions, "SHAPE_WORDS", {})])
-    return {w + "s" for w in shape_words}
-
-
-def content_words() -> frozenset[str]:
-    """Words that carry a fact: colours, backgrounds, shapes (all surface forms, plurals),
-    sizes, number words, sign words and digits. Glue phrases never contain them."""
-    from dalle3.world import captions, lexicon
-
-    words = _words_of([tuple(lexicon.COLOURS), tuple(lexicon.BACKGROUNDS), lexicon.SHAPES, lexicon.SIZES,
-                       tuple(lexicon.NUMBER_WORDS.values()), lexicon.SIGN_WORDS,
-                       captions.SHAPE_WORDS, captions.SIZE_WORDS])
-    return frozenset(words | {w + "s" for w in words if w.isalpha()} | set(string.digits))
-
-
-@functools.lru_cache(maxsize=8)
-def world_phrases(k: int, scenes: int = 2000, max_words: int = 6, min_count: int = 20,
-                  seed: int = 0) -> tuple[str, ...]:
-    """The ``k`` glue phrases that save the most tokens in the world's captions.
-
-    The corpus is the alt, SSC and DSC captions of ``scenes`` scenes drawn with ``seed``
-    and the default world config, so the same code always gives the same phrases. A
-    phrase is an n-gram of 2..``max_words`` words with no :func:`content word
-    <content_words>`, seen at least ``min_count`` times; phrases are ranked by
-    count x (words - 1), the tokens they would save, ties broken by the phrase itself.
-    """
-    from dalle3.config.schema import WorldConfig
-    from dalle3.world.captions import make_captions
-    from dalle3.world.scene import sample_scene
-
-    if k <= 0:
-        return ()
-    rng, cfg, content = random.Random(seed), WorldConfig(), content_words()
-    counts: collections.Counter = collections.Counter()
-    for _ in range(scenes):
-        for text in make_captions(sample_scene(rng, cfg), rng, cfg).values():
-            words = split_words(text)
-            for n in range(2, max_words + 1):
-                for i in range(len(words) - n + 1):
-                    gram = tuple(words[i:i + n])
-                    if content.isdisjoint(gram):
-                        counts[gram] += 1
-    ranked = sorted((g for g, c in counts.items() if c >= min_count),
-                    key=lambda g: (-counts[g] * (len(g) - 1), g))
-    return tuple(" ".join(g) for g in ranked[:k])
 
 
 class WordTokenizer:
@@ -212,9 +103,8 @@ class WordTokenizer:
 
     # -- persistence: the vocabulary travels with exported weights ------------
     def save(self, path: Union[str, Path]) -> None:
-        Path(path).write_text(json.dumps({"type": "world_word_level", "specials": list(SPECIALS),
-                                          "words": self.words, "phrases": self.phrases,
-                                          "context_length": self.context_length}))
+        atomic_write_json(path, {"type": "world_word_level", "specials": list(SPECIALS), "words": self.words,
+                                 "phrases": self.phrases, "context_length": self.context_length})
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "WordTokenizer":
@@ -242,6 +132,6 @@ def detokenize(words: Sequence[str]) -> str:
 
 
 def build_world_tokenizer(context_length: int = 32, phrases: int = 0) -> WordTokenizer:
-    """The tokenizer of the synthetic world's vocabulary (see :func:`world_vocabulary`),
-    plus its ``phrases`` most useful glue phrases (:func:`world_phrases`)."""
+    """The tokenizer of the synthetic world's vocabulary (:func:`~dalle3.world.vocab.world_vocabulary`),
+    plus its ``phrases`` most useful glue phrases (:func:`~dalle3.world.vocab.world_phrases`)."""
     return WordTokenizer(world_vocabulary(), context_length, world_phrases(phrases))

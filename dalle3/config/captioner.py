@@ -1,4 +1,4 @@
-"""Typed config of the CoCa captioner (issue #3). Owned by dalle3/captioner.
+"""Typed config of the CoCa captioner . Owned by dalle3/captioner.
 
 ``conf/captioner/<name>.yaml`` sets the values; the stage files
 (``conf/stage/captioner_{pretrain,finetune}.yaml``) set the target caption, loss
@@ -6,11 +6,34 @@ weights and where fine-tuning starts from.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Sequence
+
+from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
+
+EXPORT_DIR = "export"
+"""A captioner run's export folder inside its run folder: ``<run_dir>/export``. The one
+place this name is spelled; YAML reaches it as ``${captioner_export:<run>}``
+(:func:`dalle3.config.register_resolvers`) and code as :func:`captioner_export`."""
+
+
+def captioner_run_dir(out_dir: str, run: str) -> str:
+    """Run folder of captioner run ``run``: ``pretrain``, ``ssc`` or ``dsc``."""
+    return os.path.join(out_dir, f"captioner_{run}")
+
+
+def captioner_export(out_dir: str, run: str) -> str:
+    """Export folder of captioner run ``run`` (``pretrain``, ``ssc`` or ``dsc``) under ``out_dir``."""
+    return os.path.join(captioner_run_dir(out_dir, run), EXPORT_DIR)
+
 
 CAPTIONER_TARGETS = ("alt", "ssc", "dsc")
 "Caption kinds a captioner can be trained to write."
+PRETRAIN_TARGETS = ("alt",)
+"Targets of stage=captioner_pretrain."
+FINETUNE_TARGETS = ("ssc", "dsc")
+"Targets of stage=captioner_finetune."
 TOKENIZERS = ("world", "open_clip")
 "world: word-level vocabulary of the synthetic world; open_clip: the model's own (BPE) tokenizer."
 DECODE_MODES = ("greedy", "beam", "sample")
@@ -123,9 +146,9 @@ class CaptionerConfig:
     caption_focal_gamma: float = 0.0
     "Focal weighting of the caption loss: each token's cross-entropy times (1 - p)^γ, so tokens the model already predicts weigh less (0: plain cross-entropy, as in CoCa)."
     lr: float = 1e-3
-    "Peak AdamW learning rate."
-    pretrain_lr: Optional[float] = None
-    "Peak learning rate of stage=captioner_pretrain instead of lr (null: lr). A short alt-text pretrain at a high lr leaves weights that fine-tune far slower than fresh ones (benchmarks/RESULTS.md)."
+    "Peak AdamW learning rate of this run (conf/stage/captioner_pretrain.yaml sets it to pretrain_lr)."
+    pretrain_lr: float = 1e-3
+    "The size preset's peak learning rate for stage=captioner_pretrain. A short alt-text pretrain at a high lr leaves weights that fine-tune far slower than fresh ones (benchmarks/RESULTS.md)."
     weight_decay: float = 0.05
     "AdamW weight decay (open_clip's rule: not on gains, biases and logit_scale)."
     beta1: float = 0.9
@@ -146,3 +169,47 @@ class CaptionerConfig:
     "Fixed validation images whose generated captions are logged beside the ground truth."
     decode: CaptionerDecodeConfig = field(default_factory=CaptionerDecodeConfig)
     "Decoding of logged captions."
+
+
+def validate_captioner(cfg: Any, targets: Sequence[str] = CAPTIONER_TARGETS, stage: str = "") -> None:
+    """Check a root config's ``captioner`` block (one-line :class:`ConfigError`).
+
+    Args:
+        targets: the ``captioner.target`` values the calling stage trains.
+        stage: the calling stage's name, for the message.
+    """
+    c = cfg.captioner
+    if c.target not in targets:
+        raise ConfigError(f"captioner.target={c.target!r} is not trained by stage={stage or cfg.stage}; "
+                          f"allowed: {' | '.join(targets)}")
+    check_choice("captioner.tokenizer", c.tokenizer, TOKENIZERS)
+    check_choice("captioner.decode.mode", c.decode.mode, DECODE_MODES)
+    check_range("captioner.contrastive_weight", c.contrastive_weight, 0.0, float("inf"))
+    check_range("captioner.caption_weight", c.caption_weight, 0.0, float("inf"))
+    check_range("captioner.caption_focal_gamma", c.caption_focal_gamma, 0.0, 10.0)
+    check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
+    for key, lr in (("captioner.pretrain_lr", c.pretrain_lr), ("captioner.lr", c.lr)):
+        if not lr > 0:
+            raise ConfigError(f"{key}={lr!r}; allowed: a learning rate > 0")
+    if not c.model:
+        _validate_arch(c.arch)
+    if c.tokenizer == "open_clip" and not c.model:
+        raise ConfigError("captioner.tokenizer=open_clip needs captioner.model; allowed: an open_clip CoCa name "
+                          "such as coca_ViT-B-32")
+    if cfg.caption.source != c.target:
+        raise ConfigError(f"caption.source={cfg.caption.source!r} differs from captioner.target={c.target!r}; "
+                          "allowed: the same kind (the stage files set caption.source: ${captioner.target})")
+
+
+def _validate_arch(a: Any) -> None:
+    check_choice("captioner.arch.pos_embed_type", a.pos_embed_type, POS_EMBED_TYPES)
+    check_choice("captioner.arch.stem", a.stem, STEMS)
+    if a.stem == "conv":
+        check_choice("captioner.arch.stem_norm", a.stem_norm, STEM_NORMS)
+    if a.image_size % a.patch_size:
+        raise ConfigError(f"captioner.arch.image_size={a.image_size} is not a multiple of "
+                          f"captioner.arch.patch_size={a.patch_size}; allowed: a multiple")
+    if not a.attentional_pool and a.vision_width != a.text_width:
+        raise ConfigError(f"captioner.arch.vision_width={a.vision_width} differs from captioner.arch."
+                          f"text_width={a.text_width} with attentional_pool=false; allowed: equal widths "
+                          "(the decoder attends to the patch tokens directly)")

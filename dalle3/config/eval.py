@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
+
+from dalle3.config.validate import check_positive
 
 
 @dataclass
@@ -21,7 +23,14 @@ class EvalConfig:
     "Noise seed: every run sees the same initial noise for the same prompt."
     batch_size: int = 64
     "Images generated per batch."
-    clip_model: Optional[str] = "${paths.out_dir}/captioner_pretrain/export"
+    clip_model: Optional[str] = "${captioner_export:pretrain}"
     "CLIP used for CLIP score: an open_clip export folder (our alt-pretrained CoCa, like the paper's public CLIP), or null to skip."
     out_dir: str = "${paths.out_dir}/eval"
     "Where results.json, results.md, the sweep plot and sample grids go."
+
+
+def validate_eval(cfg: Any, key: str = "eval") -> None:
+    """Check the ``eval`` block's values (one-line :class:`ConfigError`)."""
+    check_positive(f"{key}.num_prompts", cfg.num_prompts)
+    check_positive(f"{key}.steps", cfg.steps)
+    check_positive(f"{key}.batch_size", cfg.batch_size)

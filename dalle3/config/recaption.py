@@ -1,19 +1,24 @@
-"""Typed config of the distributed recaption job (issue #4). Owned by dalle3/recaption.
+"""Typed config of the distributed recaption job . Owned by dalle3/recaption.
 
 ``conf/recaption/default.yaml`` sets the values; ``dalle3-recaption`` (``stage=recaption``)
-runs :func:`dalle3.recaption.job.run` with them.
+runs :func:`dalle3.recaption.stage.run_recaption` with them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from dalle3.config.captioner import CaptionerDecodeConfig
+from dalle3.config.captioner import DECODE_MODES, CaptionerDecodeConfig
+from dalle3.config.validate import ConfigError, check_choice, check_positive
 
 RECAPTION_MODES = ("shards", "sidecar")
 "shards: new img2dataset-layout shards with the captions added; sidecar: one small JSON-lines file per shard."
 RECAPTION_PRECISIONS = ("32", "bf16", "fp16")
 "Autocast dtype of the captioners (bf16/fp16 are meant for GPUs)."
+RECAPTION_DEVICES = ("auto", "cpu", "cuda")
+"Where the captioners run."
+CAPTIONER_KINDS = ("ssc", "dsc")
+"The captioners of the job: ``recaption.ssc`` and ``recaption.dsc``."
 
 
 @dataclass
@@ -24,9 +29,9 @@ class RecaptionConfig:
     "Output folder (stage-independent, so later stages can read it): the new shards (mode=shards) or sidecars (mode=sidecar), `_manifest/`, `_summary/` and summary.json."
     mode: str = "shards"
     "shards | sidecar (see RECAPTION_MODES)."
-    ssc: Optional[str] = "${paths.out_dir}/captioner_ssc/export"
+    ssc: Optional[str] = "${captioner_export:ssc}"
     "Export folder of the short-caption (SSC) captioner; null: write no SSC captions."
-    dsc: Optional[str] = "${paths.out_dir}/captioner_dsc/export"
+    dsc: Optional[str] = "${captioner_export:dsc}"
     "Export folder of the descriptive-caption (DSC) captioner; null: write no DSC captions."
     decode: CaptionerDecodeConfig = field(default_factory=CaptionerDecodeConfig)
     "Decoding of both captioners (greedy by default; max_new_tokens bounds the DSC length)."
@@ -48,3 +53,18 @@ class RecaptionConfig:
     "torch intra-op threads of the main process (0: torch's default)."
     progress_bar: bool = True
     "Show a per-rank progress bar with images/s."
+
+
+def validate_recaption(cfg: Any, key: str = "recaption") -> None:
+    """Check the ``recaption`` block's values (one-line :class:`ConfigError`)."""
+    check_choice(f"{key}.mode", cfg.mode, RECAPTION_MODES)
+    check_choice(f"{key}.precision", str(cfg.precision), RECAPTION_PRECISIONS)
+    check_choice(f"{key}.device", cfg.device, RECAPTION_DEVICES)
+    check_choice(f"{key}.decode.mode", cfg.decode.mode, DECODE_MODES)
+    check_positive(f"{key}.batch_size", cfg.batch_size)
+    check_positive(f"{key}.decode.max_new_tokens", cfg.decode.max_new_tokens)
+    check_positive(f"{key}.prefetch_factor", cfg.prefetch_factor)
+    if cfg.num_workers < 0:
+        raise ConfigError(f"{key}.num_workers={cfg.num_workers} must be >= 0")
+    if not (cfg.ssc or cfg.dsc):
+        raise ConfigError(f"{key}.ssc and {key}.dsc are both null; allowed: at least one captioner export")

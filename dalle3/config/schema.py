@@ -2,24 +2,25 @@
 
 One dataclass per config group. YAML under ``conf/`` only sets values; a key that is
 not declared here fails at composition time (OmegaConf struct mode), and
-:func:`dalle3.config.validate.validate` checks values before any heavy work.
+:func:`dalle3.config.validate.validate` checks the shared blocks before any heavy work; each
+stage's own block is checked by the ``validate_<stage>`` function of its config module.
 Each field has a one-line docstring (the string literal under it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dalle3.config.captioner import CaptionerConfig
 from dalle3.config.eval import EvalConfig
 from dalle3.config.ldm import LDMConfig
 from dalle3.config.recaption import RecaptionConfig
+from dalle3.config.validate import check_choice, check_positive, check_range, per_device_batch
+from dalle3.config.world import (DSC_ORDERS, IMAGE_FORMATS, DataGenConfig, SplitSizes, WorldConfig,
+                                 validate_datagen, validate_world)
 
 CAPTION_SOURCES = ("alt", "ssc", "dsc", "blend")
 SYNTHETIC_SOURCES = ("ssc", "dsc")
-DSC_ORDERS = ("reading", "shuffled")
-"""Allowed ``world.dsc_order`` values."""
-IMAGE_FORMATS = ("png", "jpg")
 
 
 @dataclass
@@ -30,60 +31,6 @@ class PathsConfig:
     "Root for run folders, checkpoints, logs and exported models."
     run_dir: str = "${paths.out_dir}/${stage}"
     "This run's folder (Hydra's run dir points here)."
-
-
-@dataclass
-class WorldConfig:
-    image_size: int = 64
-    "Rendered image side in pixels (32 and 64 are supported)."
-    min_objects: int = 1
-    "Fewest objects in a scene."
-    max_objects: int = 4
-    "Most objects in a scene (at most 9: one per grid cell)."
-    sign_rate: float = 0.3
-    "Share of scenes that show a sign with a word from the lexicon."
-    alt_wrong_count_rate: float = 0.3
-    "Share of alt-texts that state a wrong count of the main subject."
-    alt_wrong_position_rate: float = 0.3
-    "Share of alt-texts that state a wrong position of the main subject."
-    alt_colour_rate: float = 0.0
-    "Share of alt-texts that keep the subject's colour (0: alt never states colours)."
-    alt_noise_rate: float = 0.6
-    "Share of alt-texts with web noise added (file names, shop words, unrelated words)."
-    alt_empty_rate: float = 0.05
-    "Share of empty alt-texts."
-    dsc_order: str = "reading"
-    """Order of the objects in a descriptive caption: ``reading`` (colour-shape groups by
-    their first member in reading order, top left to bottom right, and each group's members
-    likewise, as a person scanning the picture would) or ``shuffled`` (random order)."""
-    image_format: str = "png"
-    "Image member written to shards: png (lossless) or jpg."
-    jpeg_quality: int = 95
-    "JPEG quality when image_format=jpg."
-
-
-@dataclass
-class SplitSizes:
-    train: int = 4096
-    "Samples in the `train` split (alt-text pretraining, recaptioning, LDM training)."
-    val: int = 512
-    "Samples in the `val` split (held out for evaluation)."
-    annotated: int = 8192
-    "Samples in the `annotated` split (stands in for the hand-written SSC/DSC corpora). With 2,048 the tiny DSC captioner memorises them within its training budget (benchmarks/RESULTS.md)."
-
-
-@dataclass
-class DataGenConfig:
-    sizes: SplitSizes = field(default_factory=SplitSizes)
-    "Number of samples per split."
-    shard_size: int = 1024
-    "Samples per tar shard."
-    seed: int = 0
-    "Seed of the world; the same seed writes byte-identical shards."
-    workers: int = 2
-    "Processes writing shards in parallel."
-    overwrite: bool = False
-    "Rewrite shards that already exist."
 
 
 @dataclass
@@ -162,18 +109,10 @@ class TrainerConfig:
 
 @dataclass
 class RootConfig:
-    stage: str = "data"
+    stage: str = "world"
     "Which stage the entry point runs (see conf/stage/)."
     seed: int = 0
     "Global seed for model init and sampling."
-    prompt: Optional[str] = None
-    "`dalle3-generate prompt=...`: the prompt (null: ldm.generate.prompt)."
-    n: Optional[int] = None
-    "`dalle3-generate n=...`: images to generate (null: ldm.generate.n)."
-    guidance: Optional[float] = None
-    "`dalle3-generate guidance=...`: classifier-free guidance scale (null: ldm.generate.guidance)."
-    steps: Optional[int] = None
-    "`dalle3-generate steps=...`: sampler steps (null: ldm.generate.steps)."
     paths: PathsConfig = field(default_factory=PathsConfig)
     "Folders."
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -194,3 +133,34 @@ class RootConfig:
     "The distributed recaption job: input shards, captioners, output mode, batching."
     eval: EvalConfig = field(default_factory=EvalConfig)
     "The evaluation stage: CLIP score and prompt-following checks of ldm runs."
+
+
+def validate_caption(cfg: Any, key: str = "caption") -> None:
+    """Check the ``caption`` block (one-line :class:`ConfigError`)."""
+    check_choice(f"{key}.source", cfg.source, CAPTION_SOURCES)
+    check_choice(f"{key}.synthetic", cfg.synthetic, SYNTHETIC_SOURCES)
+    check_range(f"{key}.ratio", cfg.ratio, 0.0, 1.0)
+
+
+def validate_trainer(cfg: Any, key: str = "trainer") -> int:
+    """Check the trainer block and return the world size it implies."""
+    check_choice(f"{key}.accelerator", cfg.accelerator, ("cpu", "gpu", "cuda", "auto"))
+    check_choice(f"{key}.strategy", cfg.strategy, ("auto", "ddp", "deepspeed"))
+    check_positive(f"{key}.devices", cfg.devices)
+    check_positive(f"{key}.num_nodes", cfg.num_nodes)
+    if cfg.strategy == "deepspeed":
+        check_choice(f"{key}.zero_stage", cfg.zero_stage, (1, 2, 3))
+    return cfg.devices * cfg.num_nodes
+
+
+def validate(cfg: Any) -> None:
+    """Check the shared blocks of a composed root config (DictConfig or dataclass).
+
+    Every stage calls this first, then the ``validate_<section>`` of its own config module,
+    then checks the files it reads (:func:`dalle3.data.shards.validate_shards`).
+    """
+    validate_world(cfg.world)
+    validate_datagen(cfg.datagen)
+    validate_caption(cfg.caption)
+    world_size = validate_trainer(cfg.trainer)
+    per_device_batch(cfg.data.global_batch_size, world_size)

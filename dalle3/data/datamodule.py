@@ -24,29 +24,19 @@ previous batch (sum ``n_skipped`` over batches for a total; see :mod:`dalle3.dat
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 import lightning.pytorch as pl
 
-from dalle3.config.schema import CaptionConfig, DataConfig
-from dalle3.config.validate import ConfigError, per_device_batch, validate_caption, validate_shards
+from dalle3.config.convert import to_dataclass
+from dalle3.config.schema import CaptionConfig, DataConfig, validate_caption
+from dalle3.config.validate import ConfigError, per_device_batch
 from dalle3.data.loader import EpochDataLoader, ShardDataset, make_loader
-from dalle3.data.shards import assign_shards
+from dalle3.data.shards import assign_shards, validate_shards
 from dalle3.dist.env import dist_env
 from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
-T = TypeVar("T")
-
-
-def as_dataclass(cfg: Any, cls: type[T]) -> T:
-    """A config dataclass from itself, an OmegaConf node (interpolations resolved) or a dict."""
-    if isinstance(cfg, cls):
-        return cfg
-    get = cfg.get if isinstance(cfg, Mapping) else lambda name, default: getattr(cfg, name, default)
-    defaults = cls()
-    return cls(**{f.name: get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
 
 
 def train_layout(n_shards: int, world_size: int, data: DataConfig) -> tuple[int, int]:
@@ -83,11 +73,11 @@ class ShardDataModule(pl.LightningDataModule):
                  sample_transform: Optional[Callable[[dict], Optional[dict]]] = None,
                  max_pixels: Optional[int] = None, sidecar_dir: Optional[str] = None):
         super().__init__()
-        self.data_cfg = as_dataclass(data, DataConfig)
-        self.caption_cfg = as_dataclass(caption if caption is not None else CaptionConfig(), CaptionConfig)
+        self.data_cfg = to_dataclass(DataConfig, data)
+        self.caption_cfg = CaptionConfig() if caption is None else to_dataclass(CaptionConfig, caption)
         validate_caption(self.caption_cfg)
         self.seed, self.sample_transform, self.max_pixels = seed, sample_transform, max_pixels
-        self.sidecar_dir = sidecar_dir if sidecar_dir is not None else getattr(self.data_cfg, "sidecar_dir", None)
+        self.sidecar_dir = sidecar_dir if sidecar_dir is not None else self.data_cfg.sidecar_dir
         self._epoch = 0
         self._train: Optional[ShardDataset] = None
         self._val: Optional[ShardDataset] = None

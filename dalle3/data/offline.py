@@ -1,4 +1,4 @@
-"""The per-shard offline job, written once: latent precompute (issue #5) and recaptioning (#4).
+"""The per-shard offline job, written once: latent precompute and recaptioning.
 
 A job maps every input shard to one output shard. What makes it safe to run on many
 ranks, many array tasks, and again after a crash:
@@ -36,6 +36,7 @@ from typing import Callable, Optional, Sequence
 
 from dalle3.data.shards import assign_shards
 from dalle3.dist.env import ArrayTask, DistEnv, array_task, dist_env
+from dalle3.utils.io import atomic_write_json
 from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,12 +70,8 @@ def completed(out_dir: str) -> dict[str, dict]:
 
 def mark_done(out_dir: str, shard: str, name: str, stats: dict) -> None:
     """Add one manifest entry (atomically)."""
-    path = _entry_path(out_dir, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"input": shard, "output": name, "time": time.time(), **stats}, f)
-    os.replace(tmp, path)
+    # the helper's tmp name does not end in .json, so completed() never reads a half-written entry
+    atomic_write_json(_entry_path(out_dir, name), {"input": shard, "output": name, "time": time.time(), **stats})
 
 
 def tmp_output(final: str, env: DistEnv, task: ArrayTask) -> str:
@@ -144,6 +141,8 @@ def commit_shard(out_dir: str, shard: str, tmp: str, name: str, stats: dict) -> 
     finally:
         os.close(fd)
     final = os.path.join(out_dir, name)
+    # not dalle3.utils.io: the caller (maybe another process) wrote ``tmp`` under the
+    # rank/task name of :func:`tmp_output`, which :func:`remove_stale_tmp` finds by pattern
     os.replace(tmp, final)
     mark_done(out_dir, shard, name, stats)
     return final
@@ -185,9 +184,8 @@ def run_shard_job(shards: Sequence[str], out_dir: str, work: Callable[[str, str]
         tmp = tmp_output(final, env, task)
         t0 = time.time()
         stats = dict(work(shard, tmp) or {})
-        os.replace(tmp, final)
         stats["seconds"] = round(time.time() - t0, 3)
-        mark_done(out_dir, shard, out_name, stats)
+        commit_shard(out_dir, shard, tmp, out_name, stats)
         for k, v in stats.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 totals[k] = totals.get(k, 0) + v

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import braceexpand
 
+from dalle3.config.validate import ConfigError
+
 LIST_SUFFIXES = (".txt", ".list", ".shards")
 "A file with one of these suffixes is read as a list of specs, one per line."
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://")
@@ -99,6 +101,18 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
             out.setdefault(shard, None)
     return list(out)
 
+
+
+def validate_shards(key: str, spec: str) -> list[str]:
+    """Expand config key ``key``'s shard spec; a one-line ConfigError if it names nothing that exists."""
+    try:
+        shards = expand_shards(spec)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{key}={spec!r}: {exc}") from None
+    if not shards:
+        raise ConfigError(f"{key}={spec!r} matches no shards; allowed: a folder of .tar files, a glob, "
+                          "a brace pattern, a list file or pipe: URLs")
+    return shards
 
 def assign_shards(shards: Sequence[str], rank: int, world_size: int,
                   task_id: int = 0, task_count: int = 1) -> list[str]:

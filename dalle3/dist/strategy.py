@@ -96,7 +96,7 @@ def build_strategy(trainer_cfg: Any, micro_batch: Optional[int] = None) -> Union
     """
     name = trainer_cfg.strategy
     world = trainer_cfg.devices * trainer_cfg.num_nodes
-    find_unused = bool(getattr(trainer_cfg, "find_unused_parameters", False))
+    find_unused = bool(trainer_cfg.find_unused_parameters)
     if name == "deepspeed":
         cls = CPUDeepSpeedStrategy if wants_cpu(trainer_cfg) else DeepSpeedStrategy
         kwargs: dict = {"config": deepspeed_config(trainer_cfg)}

@@ -23,6 +23,8 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 from torch import nn
 
+from dalle3.utils.io import atomic_path
+
 
 class Unpartitioned:
     """Holds a frozen module out of the LightningModule's tree (hence out of ZeRO-3).
@@ -141,10 +143,9 @@ def consolidate(path: str, out_file: str, prefix: str = "unet.", ema: bool = Fal
     weights = module_weights(ckpt, prefix, "EMA" if ema else None)
     if ema and "EMA" not in ckpt.get("callbacks", {}):
         raise ValueError(f"{path} holds no EMA weights")
-    tmp = f"{out_file}.tmp-{os.getpid()}"
-    save_file({k: v.contiguous() for k, v in weights.items()}, tmp,
-              metadata={"global_step": str(ckpt.get("global_step", 0)), "ema": str(bool(ema))})
-    os.replace(tmp, out_file)
+    with atomic_path(out_file) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, tmp,
+                  metadata={"global_step": str(ckpt.get("global_step", 0)), "ema": str(bool(ema))})
     return out_file
 
 
@@ -162,7 +163,7 @@ def rank_memory(trainer: Any) -> dict[str, int]:
     params = sum((p.ds_tensor.numel() if is_partitioned(p) else p.numel()) for p in module.parameters()
                  if p.requires_grad or is_partitioned(p))
     optimizer = trainer.strategy.model.optimizer if is_deepspeed(trainer.strategy) else trainer.optimizers[0]
-    inner = getattr(optimizer, "optimizer", optimizer)
+    inner = getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's wrapper holds the torch optimizer
     state = sum(t.numel() for s in inner.state.values() for t in s.values()
                 if torch.is_tensor(t) and t.dim() > 0)
     return {"params": int(params), "optimizer_state": int(state)}

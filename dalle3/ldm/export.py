@@ -1,11 +1,11 @@
 """Export the trained parts as a folder in diffusers' format (``model_index.json`` + parts)."""
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Any
 
 from torch import nn
+
+from dalle3.utils.io import atomic_path
 
 
 def export_pipeline(folder: str, *, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer: Any,
@@ -28,10 +28,6 @@ def export_pipeline(folder: str, *, unet: nn.Module, vae: nn.Module, text_encode
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=build_sampler(noise_cfg, "ddim"), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    tmp = f"{folder.rstrip('/')}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
-    os.rename(tmp, folder)
+    with atomic_path(folder.rstrip("/")) as tmp:  # no trailing slash: the tmp folder goes beside it
+        pipe.save_pretrained(tmp, safe_serialization=True)
     return folder

@@ -14,7 +14,8 @@ import torch
 
 from dalle3.dist.zero import Unpartitioned
 from dalle3.ldm import losses
-from dalle3.ldm.model import LDMParts, build_sampler, encode_prompts
+from dalle3.ldm.model import LDMParts, build_sampler
+from dalle3.ldm.text import encode_prompts
 
 
 class LatentDiffusionModule(pl.LightningModule):

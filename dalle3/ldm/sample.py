@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from dalle3.ldm.model import encode_prompts
+from dalle3.ldm.text import encode_prompts
 
 
 @torch.no_grad()

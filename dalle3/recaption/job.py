@@ -1,4 +1,4 @@
-"""Stage ``recaption`` (``dalle3-recaption``): caption every training shard with SSC and DSC captioners.
+"""The recaption job: caption every training shard with SSC and DSC captioners (``dalle3-recaption``).
 
 The same command runs on 1 process, under ``torchrun --nproc_per_node=N``, under
 ``srun`` and as a SLURM job array. No process group is created: each process reads its
@@ -17,57 +17,27 @@ match, the output is renamed into place and its manifest entry written
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Optional
 
-from dalle3.config.recaption import RECAPTION_MODES, RECAPTION_PRECISIONS
-from dalle3.config.validate import ConfigError, check_choice, check_positive, validate_shards
-from dalle3.data.offline import MANIFEST_DIR, ShardPlan, commit_shard, completed, forget, output_name, \
-    plan_shards, remove_stale_tmp, tmp_output
+from dalle3.config.recaption import CAPTIONER_KINDS
+from dalle3.config.validate import ConfigError
+from dalle3.data.offline import MANIFEST_DIR, ShardPlan, commit_shard, forget, output_name, remove_stale_tmp, \
+    tmp_output
 from dalle3.data.sidecar import sidecar_name
-from dalle3.dist.env import ArrayTask, DistEnv, array_task, dist_env
-from dalle3.recaption.summary import merge_and_write, rank_file, write_json
+from dalle3.dist.env import ArrayTask, DistEnv
+from dalle3.recaption.summary import write_json
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.recaption")
-KINDS = ("ssc", "dsc")
 
 
 def output_name_fn(mode: str):
     """Input shard → output file name: the shard's base name, or its sidecar's name."""
     return output_name if mode == "shards" else sidecar_name
-
-
-def validate_recaption(cfg: Any) -> list[str]:
-    """Check ``cfg.recaption`` before any heavy work (one-line ``ConfigError``); return the input shards."""
-    rc = cfg.recaption
-    check_choice("recaption.mode", rc.mode, RECAPTION_MODES)
-    check_choice("recaption.precision", str(rc.precision), RECAPTION_PRECISIONS)
-    check_choice("recaption.device", rc.device, ("auto", "cpu", "cuda"))
-    check_choice("recaption.decode.mode", rc.decode.mode, ("greedy", "beam", "sample"))
-    check_positive("recaption.batch_size", rc.batch_size)
-    check_positive("recaption.decode.max_new_tokens", rc.decode.max_new_tokens)
-    check_positive("recaption.prefetch_factor", rc.prefetch_factor)
-    if rc.num_workers < 0:
-        raise ConfigError(f"recaption.num_workers={rc.num_workers} must be >= 0")
-    if not (rc.ssc or rc.dsc):
-        raise ConfigError("recaption.ssc and recaption.dsc are both null; allowed: at least one captioner export")
-    for kind in KINDS:
-        folder = getattr(rc, kind)
-        if folder and not (Path(folder) / "captioner.json").is_file():
-            raise ConfigError(f"recaption.{kind}={folder!r} is not a captioner export (no captioner.json); allowed: "
-                              f"the export of `dalle3-train stage=captioner_finetune captioner.target={kind}`, or null")
-    shards = validate_shards("recaption.input_shards", rc.input_shards)
-    out = os.path.realpath(rc.out_dir)
-    if rc.mode == "shards" and any(os.path.dirname(os.path.realpath(s)) == out for s in shards):
-        raise ConfigError(f"recaption.out_dir={rc.out_dir!r} holds input shards, which mode=shards would overwrite; "
-                          "allowed: another folder, or recaption.mode=sidecar")
-    return shards
 
 
 def pick_device(setting: str, env: DistEnv):
@@ -85,7 +55,7 @@ def load_generators(rc: Any, device) -> tuple[dict, int]:
 
     opts = DecodeOptions.from_config(rc.decode)
     generators, sizes = {}, {}
-    for kind in KINDS:
+    for kind in CAPTIONER_KINDS:
         if getattr(rc, kind):
             captioner = load_exported(getattr(rc, kind), device)
             generators[kind] = CaptionGenerator(captioner.model, captioner.tokenizer, opts)
@@ -247,28 +217,3 @@ def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task
             "output_samples": sum(s["output_samples"] for s in done),
             "captioned": captioned, "failed": failed, "started": started, "finished": finished,
             "wall_s": round(wall, 3), "images_per_s": round(captioned / wall, 2) if wall > 0 else 0.0}
-
-
-def run(cfg: Any) -> dict:
-    """Recaption this process's share of ``recaption.input_shards``; return its summary.
-
-    The return value is this rank's summary plus ``"job"``: the merged summary of every
-    rank's latest attempt (also written to ``<out_dir>/summary.json``).
-    """
-    shards = validate_recaption(cfg)
-    rc = cfg.recaption
-    started = time.time()
-    env, task = dist_env(use_torch=False), array_task()
-    name_fn = output_name_fn(rc.mode)
-    os.makedirs(rc.out_dir, exist_ok=True)
-    plan = plan_shards(shards, rc.out_dir, env, task, overwrite=rc.overwrite, name_fn=name_fn)
-    log.info("recaption: task %d/%d rank %d/%d owns %d of %d shards, %d already done", task.task_id,
-             task.task_count, env.rank, env.world_size, len(plan.mine), len(shards), len(plan.skipped))
-    job, captioned = process(plan, rc, env, task) if plan.todo else (None, 0)
-    mine = rank_summary(plan, job, env, task, started, time.time(), captioned)
-    write_json(rank_file(rc.out_dir, task.task_id, env.rank), mine)
-    names = {name_fn(s) for s in shards}
-    merged = merge_and_write(rc.out_dir, env.world_size, task.task_count, len(shards),
-                             lambda: len(names & set(completed(rc.out_dir))))
-    log.info("recaption: rank done: %s", json.dumps({k: v for k, v in mine.items() if k != "failed_shards"}))
-    return {"out_dir": str(rc.out_dir), "mode": rc.mode, **mine, "job": merged}

@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from typing import Iterable, Optional
 
+from dalle3.utils.io import atomic_write_json
+
 SUMMARY_DIR = "_summary"
 SUMMARY_FILE = "summary.json"
 FLOW_KEYS = ("assigned", "done", "skipped", "input_samples", "output_samples", "captioned")
@@ -33,12 +35,8 @@ def rank_file(out_dir: str, task_id: int, rank: int) -> str:
 
 
 def write_json(path: str, data: dict) -> None:
-    """Atomically replace ``path`` with ``data`` as JSON."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
+    """Atomically replace ``path`` with ``data`` as JSON, in this job's layout (indent 1, ``str`` fallback)."""
+    atomic_write_json(path, data, indent=1, default=str)
 
 
 def rank_summaries(out_dir: str, world_size: int, task_count: int) -> list[dict]:

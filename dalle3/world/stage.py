@@ -1,19 +1,19 @@
-"""`stage=data`: write the synthetic world's train/val/annotated shards."""
+"""The world stage (`dalle3-world`, `stage=world`): write the synthetic world's train/val/annotated shards."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from dalle3.config.validate import check_positive, validate_world
+from dalle3.config.world import validate_datagen, validate_world
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.world")
 
 
-def run(cfg: Any) -> dict:
+def run_world(cfg: Any) -> dict:
     """Validate the world and datagen blocks, then write every split under ``paths.data_dir``."""
     validate_world(cfg.world)
-    check_positive("datagen.shard_size", cfg.datagen.shard_size)
+    validate_datagen(cfg.datagen)
     from dalle3.world.writer import write_world  # after validation: bad input fails fast
 
     t0 = time.time()

@@ -17,7 +17,6 @@ byte-identical shards.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -28,8 +27,11 @@ import tarfile
 from collections import Counter
 from typing import Any, Optional
 
+from dalle3.config.convert import to_dataclass
 from dalle3.config.schema import WorldConfig
-from dalle3.config.validate import ConfigError, check_positive, validate_world
+from dalle3.config.validate import ConfigError, check_positive
+from dalle3.config.world import validate_world
+from dalle3.utils.io import atomic_path, atomic_write_json
 from dalle3.world.captions import make_captions
 from dalle3.world.render import render
 from dalle3.world.scene import Scene, sample_scene
@@ -41,11 +43,6 @@ MAX_SHARD_SIZE = 10000
 """The key holds the index within a shard in 4 digits."""
 TAR_MTIME = 946684800
 """Fixed member mtime (2000-01-01) so shards do not depend on when they were written."""
-
-
-def as_world_config(cfg: Any) -> WorldConfig:
-    """A plain, picklable WorldConfig from a dataclass, DictConfig or namespace."""
-    return WorldConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(WorldConfig)})
 
 
 def sample_rng(seed: int, split: str, index: int) -> random.Random:
@@ -106,17 +103,11 @@ def write_shard(path: str, shard_id: int, split: str, seed: int, start: int, cou
                 cfg: WorldConfig) -> Counter:
     """Write samples ``start .. start+count-1`` of ``split`` to ``path`` atomically."""
     records = [make_sample(seed, split, start + i, cfg) for i in range(count)]
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for i, (key, (scene, captions)) in enumerate(zip(_keys(shard_id, count), records)):
-                extra = {"split": split, "index": start + i}
-                for name, data in encode_sample(key, scene, captions, cfg, extra):
-                    _add_member(tar, name, data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, (key, (scene, captions)) in enumerate(zip(_keys(shard_id, count), records)):
+            extra = {"split": split, "index": start + i}
+            for name, data in encode_sample(key, scene, captions, cfg, extra):
+                _add_member(tar, name, data)
     return _record_stats(records)
 
 
@@ -174,7 +165,7 @@ def write_split(out_dir: str, split: str, n: int, shard_size: int, world_cfg: An
     """
     from tqdm import tqdm
 
-    cfg = as_world_config(world_cfg)
+    cfg = to_dataclass(WorldConfig, world_cfg)
     validate_world(cfg)
     check_positive("datagen.shard_size", shard_size)
     if shard_size > MAX_SHARD_SIZE:
@@ -205,10 +196,7 @@ def write_split(out_dir: str, split: str, n: int, shard_size: int, world_cfg: An
                 totals += stats
                 bar.update(count)
     stats = _stats_json(split, seed, cfg, list(range(offset, offset + len(paths))), totals)
-    tmp = os.path.join(folder, f"_stats.json.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(folder, "_stats.json"))
+    atomic_write_json(os.path.join(folder, "_stats.json"), stats, indent=2, sort_keys=True)
     return paths
 
 

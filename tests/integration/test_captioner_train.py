@@ -47,7 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("captioner")
-    run_stage(compose(["stage=data", *WORLD, f"paths.data_dir={root / 'world'}"]))
+    run_stage(compose(["stage=world", *WORLD, f"paths.data_dir={root / 'world'}"]))
     return root
 
 

@@ -74,7 +74,7 @@ def test_latents_stage_writes_a_latent_shard_per_image_shard_and_skips_them_on_r
 @pytest.mark.parametrize("source, ratio", [("alt", 0.95), ("dsc", 0.95), ("blend", 0.5)])
 def test_caption_choice_on_latent_shards(world, latents, source, ratio):
     from dalle3.ldm.data import LatentDataModule
-    from dalle3.ldm.train import latent_data_cfg
+    from dalle3.ldm.stage import latent_data_cfg
 
     out, _ = latents
     cfg = compose(overrides(world, out, "stage=ldm", f"caption={source}", f"caption.ratio={ratio}"))
@@ -116,7 +116,7 @@ def test_resume_continues_at_the_same_step_with_the_same_ema(world, latents, ldm
     from dalle3.callbacks.ema import EMA
     from dalle3.ldm.model import build_parts
     from dalle3.ldm.module import LatentDiffusionModule
-    from dalle3.ldm.train import latent_data_cfg, ldm_callbacks
+    from dalle3.ldm.stage import latent_data_cfg, ldm_callbacks
     from dalle3.ldm.data import LatentDataModule
     from dalle3.trainer import fit
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from dalle3.config import compose
 from dalle3.data.captions import pick_caption
@@ -29,14 +28,11 @@ from dalle3.data.offline import completed
 from dalle3.data.shards import expand_shards
 from dalle3.data.sidecar import read_sidecar, sidecar_name
 from dalle3.recaption.data import read_raw_samples
-from dalle3.recaption.job import run
+from dalle3.recaption.stage import run_recaption as run
+from helpers.captioners import write_random_exports
 from helpers.shards import BAD_REASON, malicious_pickle, sample_key, write_shard
 
 BIN = Path(sys.executable).parent
-TINY = ["captioner.arch.vision_layers=1", "captioner.arch.vision_width=32", "captioner.arch.vision_head_width=16",
-        "captioner.arch.embed_dim=32", "captioner.arch.text_width=32", "captioner.arch.text_layers=1",
-        "captioner.arch.decoder_layers=1", "captioner.arch.attn_pooler_queries=9", "captioner.arch.image_size=32",
-        "captioner.arch.patch_size=8", "captioner.arch.text_heads=2", "captioner.arch.attn_pooler_heads=2"]
 BAD = {1: "truncated", 2: "empty", 3: "no_image", 4: "huge"}
 NOT_IMAGE, PICKLED = 5, 6
 
@@ -44,15 +40,10 @@ NOT_IMAGE, PICKLED = 5, 6
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Captioner exports, six world shards (8 samples each), a bad shard and two unreadable shards."""
-    from dalle3.captioner.export import export_captioner
-    from dalle3.captioner.model import build_captioner
     from dalle3.world.writer import write_split
 
     root = tmp_path_factory.mktemp("recaption")
-    cfg = compose(["experiment=smoke", *TINY])
-    for seed, kind in enumerate(["ssc", "dsc"]):
-        torch.manual_seed(seed)
-        export_captioner(build_captioner(cfg.captioner), root / f"captioner_{kind}" / "export", {"target": kind})
+    cfg = write_random_exports(root)
     world = write_split(str(root / "world"), "train", 48, 8, cfg.world, 0, progress=False)
     odd = root / "odd"
     odd.mkdir()

@@ -6,6 +6,7 @@ import json
 import webdataset as wds
 
 from dalle3.config import compose, validate
+from dalle3.data.shards import validate_shards
 from dalle3.world import Scene, analyse, write_world
 from dalle3.world.facts import scene_facts
 
@@ -16,7 +17,9 @@ def test_composed_config_writes_a_readable_world(tmp_path):
                    "datagen.workers=1"])
     written = write_world(cfg.paths.data_dir, cfg.datagen, cfg.world, progress=False)
     assert [len(written[s]) for s in ("train", "val", "annotated")] == [3, 1, 1]
-    validate(cfg, need_train_shards=True, need_val_shards=True)  # the trainers' own check
+    validate(cfg)  # the trainers' own checks
+    validate_shards("data.train_shards", cfg.data.train_shards)
+    validate_shards("data.val_shards", cfg.data.val_shards)
 
     dataset = wds.WebDataset(written["train"], shardshuffle=False).decode("pil")
     samples = list(dataset)

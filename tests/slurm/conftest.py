@@ -35,7 +35,7 @@ def slurm_workdir(tmp_path_factory) -> Path:
 def world(slurm, slurm_workdir) -> Path:
     """A tiny synthetic world (5 training shards of 64 samples) on storage the jobs see."""
     data_dir = slurm_workdir / "world"
-    proc = subprocess.run([str(Path(sys.executable).parent / "dalle3-data"), "experiment=smoke",
+    proc = subprocess.run([str(Path(sys.executable).parent / "dalle3-world"), "experiment=smoke",
                            f"paths.data_dir={data_dir}", "datagen.sizes.train=320", "datagen.workers=1"],
                           capture_output=True, text=True, timeout=180, cwd=slurm_workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]

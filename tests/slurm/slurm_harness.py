@@ -42,17 +42,15 @@ def stage_command(stage: str, real: bool = True) -> tuple[str, list[str]]:
 
     Args:
         stage: ``train`` or ``recaption``.
-        real: use the real stage when it is implemented; ``False`` always gives the toy
-            (tests that need its step pacing, or that test launcher mechanics only).
+        real: use the real stage; ``False`` gives the toy (tests that need its step pacing,
+            or that test launcher mechanics only).
     """
-    from dalle3.stages import STAGES
-
     py = shlex.quote(sys.executable)
     if stage == "train":
-        if real and STAGES[TRAIN_STAGE].available():
+        if real:
             return "dalle3-train", [f"stage={TRAIN_STAGE}", "experiment=smoke"]
         return f"{py} {HERE / 'toy_stage.py'}", []
-    if stage == "recaption":  # until issue #4 lands: the shared per-shard runner with a copy job
+    if stage == "recaption":  # the shared per-shard runner with a copy job: launcher mechanics, no captioners
         return f"{py} {HERE / 'offline_standin.py'}", []
     raise KeyError(stage)
 

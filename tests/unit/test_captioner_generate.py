@@ -5,12 +5,14 @@ import open_clip
 import pytest
 import torch
 
-from dalle3.captioner.generate import (CaptionGenerator, DecodeOptions, LogitsProcessor, SpecialIds, generate,
-                                       strip_special, warp_and_sample)
+from dalle3.captioner.decoding import LogitsProcessor, SpecialIds
+from dalle3.captioner.generate import CaptionGenerator, DecodeOptions, generate, strip_special, warp_and_sample
 from dalle3.captioner.kv import CocaKV
-from dalle3.captioner.model import build_captioner, init_text_decoder, register_model_config
-from dalle3.captioner.module import as_captioner_config
+from dalle3.captioner.model import build_captioner, init_text_decoder, pad_token_id, register_model_config
+from dalle3.config.captioner import CaptionerConfig
+from dalle3.config.convert import to_dataclass
 from dalle3.config import compose
+from dalle3.config.captioner import CaptionerDecodeConfig
 
 SMALL = ["captioner.arch.image_size=32", "captioner.arch.vision_layers=1", "captioner.arch.text_layers=2",
          "captioner.arch.decoder_layers=2", "captioner.arch.attn_pooler_queries=9", "captioner.context_length=40"]
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    cap = build_captioner(as_captioner_config(compose(SMALL).captioner))
+    cap = build_captioner(to_dataclass(CaptionerConfig, compose(SMALL).captioner))
     return cap.model.eval(), SpecialIds.from_tokenizer(cap.tokenizer), cap.tokenizer
 
 
@@ -30,7 +32,7 @@ def tiny():
 def tiny_patch():
     """The tiny preset with open_clip's patch embedding: random images give more varied captions."""
     torch.manual_seed(0)
-    cap = build_captioner(as_captioner_config(compose([*SMALL, "captioner.arch.stem=patch"]).captioner))
+    cap = build_captioner(to_dataclass(CaptionerConfig, compose([*SMALL, "captioner.arch.stem=patch"]).captioner))
     return cap.model.eval(), SpecialIds.from_tokenizer(cap.tokenizer), cap.tokenizer
 
 
@@ -201,3 +203,19 @@ def test_caption_generator_returns_strings(tiny):
     model, _, tok = tiny
     captions = CaptionGenerator(model, tok, DecodeOptions(max_new_tokens=8))(torch.rand(2, 3, 32, 32))
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def test_decode_options_are_the_decode_config():
+    assert DecodeOptions() == DecodeOptions.from_config(CaptionerDecodeConfig())
+    assert isinstance(DecodeOptions(), CaptionerDecodeConfig)
+    assert vars(DecodeOptions()) == vars(CaptionerDecodeConfig())  # one set of fields and defaults
+    node = compose(["captioner.decode.mode=beam", "captioner.decode.num_beams=3"]).captioner.decode
+    opts = DecodeOptions.from_config(node, max_new_tokens=7)
+    assert (opts.mode, opts.num_beams, opts.max_new_tokens, opts.top_p) == ("beam", 3, 7, 1.0)
+    assert DecodeOptions.from_config({"seed": 5}).seed == 5
+
+
+def test_pad_token_id_of_our_and_open_clips_tokenizers(tiny, b32_shaped):
+    assert pad_token_id(tiny[2]) == tiny[2].pad_token_id == 0
+    assert pad_token_id(b32_shaped[2]) == 0  # open_clip's BPE tokenizer has no pad_token_id: it pads with 0
+    assert SpecialIds.from_tokenizer(b32_shaped[2]).suppress == (b32_shaped[2].sot_token_id,)

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import json
 import tempfile
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
-from dalle3.captioner.export import CONFIG_FILE, WEIGHTS_FILE, export_captioner, load_exported
+from dalle3.captioner.export import CONFIG_FILE, WEIGHTS_FILE, export_captioner, export_dir, is_export, load_exported
 from dalle3.captioner.model import (build_captioner, freeze_image_trunk, init_text_decoder, load_image_tower,
                                     normalize_images, register_model_config)
-from dalle3.captioner.module import as_captioner_config
+from dalle3.config.captioner import CaptionerConfig
+from dalle3.config.convert import to_dataclass
 from dalle3.captioner.stem import StemSpec
 from dalle3.captioner.tokenizer import WordTokenizer
 from dalle3.config import compose
+from dalle3.config.captioner import captioner_export, captioner_run_dir
 
 SMALL = ["captioner.arch.image_size=32", "captioner.arch.vision_layers=1", "captioner.arch.text_layers=1",
          "captioner.arch.decoder_layers=1", "captioner.arch.attn_pooler_queries=9"]
@@ -24,11 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(*extra: str):
-    return as_captioner_config(compose([*SMALL, *extra]).captioner)
+    return to_dataclass(CaptionerConfig, compose([*SMALL, *extra]).captioner)
 
 
 def test_tiny_preset_is_a_small_coca_with_the_world_vocabulary():
-    cap = build_captioner(as_captioner_config(compose([]).captioner))
+    cap = build_captioner(to_dataclass(CaptionerConfig, compose([]).captioner))
     assert isinstance(cap.model, open_clip.CoCa) and isinstance(cap.tokenizer, WordTokenizer)
     n_params = sum(p.numel() for p in cap.model.parameters())
     assert 5e5 < n_params < 5e6  # 0.93M: small enough for a CPU, far from 49k-token BPE sizes
@@ -41,7 +44,7 @@ def test_tiny_preset_reads_the_64px_world_through_a_conv_stem():
     from dalle3.captioner.model import model_image_size
     from dalle3.captioner.stem import ConvStem
 
-    cap = build_captioner(as_captioner_config(compose([]).captioner))
+    cap = build_captioner(to_dataclass(CaptionerConfig, compose([]).captioner))
     assert model_image_size(cap.model) == 64 and isinstance(cap.model.visual.conv1, ConvStem)
     assert cap.model.visual.attn_pool is None  # the decoder attends to every token
     assert not cap.model.visual.positional_embedding.requires_grad  # fixed 2D sin-cos
@@ -134,7 +137,10 @@ def test_conv_stem_export_round_trip(tmp_path):
     with torch.no_grad():
         for p in cap.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    out = export_captioner(cap, tmp_path / "export")
+    assert not is_export(tmp_path) and not is_export(tmp_path / "export")
+    out = export_captioner(cap, export_dir(tmp_path))
+    assert out == tmp_path / "export" and is_export(out) and not is_export(tmp_path)
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # the atomic writes left no temporary files
     assert json.loads((out / "captioner.json").read_text())["conv_stem"] == {"channels": [32, 64], "norm": "none"}
     images = normalize_images(torch.rand(3, 3, 32, 32))
     text = cap.tokenizer(["a red circle in the middle", "two squares", ""])
@@ -203,3 +209,9 @@ def test_register_model_config_leaves_no_files(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     register_model_config("dalle3_test_no_files_2", cfg)   # a rescan skips the removed file
     assert open_clip.get_model_config("dalle3_test_no_files") == cfg
+
+
+def test_export_dir_is_the_configs_export_folder(tmp_path):
+    run_dir = captioner_run_dir(str(tmp_path), "ssc")
+    assert export_dir(run_dir) == Path(captioner_export(str(tmp_path), "ssc"))
+    assert not is_export(run_dir)

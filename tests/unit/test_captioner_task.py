@@ -10,9 +10,11 @@ import torch
 from dalle3.captioner.evaluate import count_breakdown, evaluate_captions, flat_metrics, quality_table
 from dalle3.captioner.losses import FocalCrossEntropy, build_loss, coca_losses
 from dalle3.captioner.model import build_captioner
-from dalle3.captioner.module import as_captioner_config, cosine_with_warmup, trim_padding
-from dalle3.captioner.train import validate_captioner
+from dalle3.captioner.module import cosine_with_warmup, trim_padding
+from dalle3.captioner.stage import check_buildable
 from dalle3.config import ConfigError, compose
+from dalle3.config.captioner import FINETUNE_TARGETS, PRETRAIN_TARGETS, CaptionerConfig, validate_captioner
+from dalle3.config.convert import to_dataclass
 from dalle3.config.schema import WorldConfig
 from dalle3.world.captions import make_captions
 from dalle3.world.scene import Obj, Scene, sample_scene
@@ -36,8 +38,10 @@ from dalle3.world.scene import Obj, Scene, sample_scene
     (["stage=captioner_pretrain", "captioner.arch.patch_size=16"], "captioner.arch.stem_channels"),
 ])
 def test_bad_captioner_values_fail_with_one_line(overrides, key):
+    cfg = compose(overrides)
     with pytest.raises(ConfigError) as err:
-        validate_captioner(compose(overrides))
+        validate_captioner(cfg, PRETRAIN_TARGETS if cfg.stage == "captioner_pretrain" else FINETUNE_TARGETS)
+        check_buildable(cfg.captioner)
     assert key in str(err.value) and "\n" not in str(err.value)
 
 
@@ -67,7 +71,7 @@ def test_trim_padding_keeps_the_longest_caption():
 
 def test_trimming_does_not_change_the_caption_loss():
     torch.manual_seed(0)
-    cfg = as_captioner_config(compose(["captioner.arch.image_size=32", "captioner.arch.vision_layers=1"]).captioner)
+    cfg = to_dataclass(CaptionerConfig, compose(["captioner.arch.image_size=32", "captioner.arch.vision_layers=1"]).captioner)
     cap = build_captioner(cfg)
     images, text = torch.randn(2, 3, 32, 32), cap.tokenizer(["a red circle", "two small squares at the top"])
     loss = build_loss(cfg, 0)
@@ -78,7 +82,7 @@ def test_trimming_does_not_change_the_caption_loss():
 
 
 def test_zero_contrastive_weight_still_gives_every_parameter_a_gradient():
-    cfg = as_captioner_config(compose(["stage=captioner_finetune", "captioner.arch.image_size=32",
+    cfg = to_dataclass(CaptionerConfig, compose(["stage=captioner_finetune", "captioner.arch.image_size=32",
                                        "captioner.arch.vision_layers=1"]).captioner)
     cap = build_captioner(cfg)
     out = cap.model(torch.randn(2, 3, 32, 32), cap.tokenizer(["a red circle", "a blue square"]))
@@ -91,7 +95,7 @@ def test_zero_contrastive_weight_still_gives_every_parameter_a_gradient():
 
 
 def test_contrastive_loss_matches_clip_cross_entropy():
-    cfg = as_captioner_config(compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=0"]).captioner)
+    cfg = to_dataclass(CaptionerConfig, compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=0"]).captioner)
     img, txt = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1), torch.nn.functional.normalize(
         torch.randn(4, 8), dim=-1)
     out = {"image_features": img, "text_features": txt, "logit_scale": torch.tensor([10.0]),
@@ -119,7 +123,7 @@ def test_focal_caption_loss_is_cross_entropy_at_gamma_0_and_weighs_unsure_tokens
     per_token = [FocalCrossEntropy(2.0, 0)(pair[:, :, i:i + 1], target[:, i:i + 1]) for i in range(2)]
     plain = [FocalCrossEntropy(0.0, 0)(pair[:, :, i:i + 1], target[:, i:i + 1]) for i in range(2)]
     assert per_token[0] < 1e-3 * plain[0] and per_token[1] > 0.8 * plain[1]
-    cfg = as_captioner_config(compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=2"]).captioner)
+    cfg = to_dataclass(CaptionerConfig, compose(["stage=captioner_pretrain", "captioner.caption_focal_gamma=2"]).captioner)
     assert isinstance(build_loss(cfg, 0).caption_loss, FocalCrossEntropy)
     FocalCrossEntropy(1.0, 0)(logits, labels).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[0, :, 4:].abs().sum() == 0

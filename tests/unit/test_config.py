@@ -7,7 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from dalle3.config import CONF_DIR, ConfigError, compose, validate
-from dalle3.config.validate import per_device_batch, validate_shards
+from dalle3.config.validate import per_device_batch
+from dalle3.data.shards import validate_shards
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -62,4 +63,4 @@ def test_missing_shard_path_names_the_key(tmp_path):
     assert "data.train_shards" in str(err.value) and "\n" not in str(err.value)
     cfg = compose([f"paths.data_dir={tmp_path}/missing"])
     with pytest.raises(ConfigError, match="data.train_shards"):
-        validate(cfg, need_train_shards=True)
+        validate_shards("data.train_shards", cfg.data.train_shards)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dalle3.config.validate import ConfigError, validate_shards
+from dalle3.config.validate import ConfigError
+from dalle3.data.shards import validate_shards
 from dalle3.data.shards import assign_shards, expand_shards, split_top_level
 
 

@@ -9,10 +9,10 @@ from omegaconf import OmegaConf
 
 from dalle3.config import ConfigError, compose
 from dalle3.ldm import losses
-from dalle3.ldm.model import (build_noise_scheduler, build_parts, build_sampler, build_tiny_text_encoder, build_vae,
-                              encode_prompts, load_or_create_text_encoder)
+from dalle3.ldm.model import build_noise_scheduler, build_parts, build_sampler, build_vae
 from dalle3.ldm.sample import generate, image_grid
-from dalle3.ldm.validate import validate_ldm
+from dalle3.ldm.text import build_tiny_text_encoder, encode_prompts, load_or_create_text_encoder
+from dalle3.config.ldm import validate_ldm
 
 
 def ldm_cfg(tmp_path, *overrides):
@@ -83,6 +83,18 @@ def test_tiny_text_encoder_is_saved_once_and_reloaded_identically(tmp_path):
     _, fresh = build_tiny_text_encoder(cfg2, words=["red"])
     assert not torch.equal(fresh.get_input_embeddings().weight[:4],
                            enc1.get_input_embeddings().weight[:4])
+
+
+def test_an_encoder_folder_another_rank_saved_first_is_kept(tmp_path):
+    from dalle3.ldm.text import _save_once
+
+    first = tmp_path / "encoder"
+    first.mkdir()
+    (first / "first.txt").write_text("first")
+    tokenizer, encoder = build_tiny_text_encoder(ldm_cfg(tmp_path).text_encoder, words=["red"])
+    _save_once(str(first), tokenizer, encoder, {"kind": "tiny"})
+    assert [p.name for p in first.iterdir()] == ["first.txt"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 def test_sd15_preset_loads_every_part_from_a_local_folder(tiny, tmp_path):

@@ -33,8 +33,7 @@ def make_cfg(world, out, *extra):
 def latents(world, tmp_path_factory, one_thread):
     """The latents stage run twice: without text embeddings, then with them (the shards are redone)."""
     from dalle3.ldm.model import build_vae
-    from dalle3.ldm.precompute import run
-    from dalle3.ldm.train import text_cache_ready
+    from dalle3.ldm.stage import run_latents as run, text_cache_ready
 
     out = tmp_path_factory.mktemp("out")
     cfg = make_cfg(world, out)
@@ -49,14 +48,14 @@ def latents(world, tmp_path_factory, one_thread):
 
 def datamodule(cfg, text=True, caption="blend"):
     from dalle3.ldm.data import LatentDataModule
-    from dalle3.ldm.train import latent_data_cfg
+    from dalle3.ldm.stage import latent_data_cfg
 
     cfg = OmegaConf.merge(cfg, {"caption": {"source": caption, "ratio": 0.5}})
     return LatentDataModule(latent_data_cfg(cfg), cfg.caption, text=text)
 
 
 def test_shards_written_without_text_are_redone_with_it_and_only_then_used(latents):
-    from dalle3.ldm.train import text_cache_ready
+    from dalle3.ldm.stage import text_cache_ready
 
     cfg, plain, ready_before, with_text = latents
     assert plain["train"]["done"] == 2 and not ready_before
@@ -66,7 +65,7 @@ def test_shards_written_without_text_are_redone_with_it_and_only_then_used(laten
 
 
 def test_stored_embedding_is_the_encoders_output_for_the_delivered_caption(latents):
-    from dalle3.ldm.model import encode_prompts, load_or_create_text_encoder
+    from dalle3.ldm.text import encode_prompts, load_or_create_text_encoder
 
     cfg, *_ = latents
     tokenizer, encoder = load_or_create_text_encoder(cfg.ldm.text_encoder)
@@ -134,10 +133,8 @@ def test_samples_without_a_usable_embedding_are_skipped_and_counted(latents, tmp
 
 
 def test_embeddings_of_another_encoder_fail_with_one_line(latents):
-    from dalle3.ldm.model import build_tiny_text_encoder
-    from dalle3.ldm.train import check_text_cache
-
-    from dalle3.ldm.model import load_or_create_text_encoder
+    from dalle3.ldm.stage import check_text_cache
+    from dalle3.ldm.text import build_tiny_text_encoder, load_or_create_text_encoder
 
     cfg, *_ = latents
     check_text_cache(datamodule(cfg), *load_or_create_text_encoder(cfg.ldm.text_encoder))  # the right one passes

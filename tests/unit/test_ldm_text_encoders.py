@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from dalle3.config import ConfigError, compose
-from dalle3.ldm.model import build_parts, build_vae, encode_prompts, load_or_create_text_encoder
-from dalle3.ldm.validate import validate_ldm
+from dalle3.ldm.model import build_parts, build_vae
+from dalle3.ldm.text import encode_prompts, load_or_create_text_encoder
+from dalle3.config.ldm import validate_ldm
 
 TINY = "dalle3-test-text"
 TINY_QUICK = "dalle3-test-text-quickgelu"

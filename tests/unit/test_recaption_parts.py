@@ -14,7 +14,7 @@ from dalle3.data.pipeline import build_pipeline
 from dalle3.data.sidecar import read_sidecar, sidecar_name
 from dalle3.dist.env import ArrayTask, DistEnv
 from dalle3.recaption.data import RawSample, RecaptionSource, ShardEnd, read_raw_samples
-from dalle3.recaption.job import validate_recaption
+from dalle3.recaption.stage import check_config
 from dalle3.recaption.summary import merge
 from dalle3.recaption.writer import SidecarOutput, TarOutput
 from helpers.shards import BAD_REASON, malicious_pickle, sample_key, write_shard
@@ -167,7 +167,7 @@ def test_config_composes_and_bad_values_fail_with_one_line(tmp_path):
     write_shard(shards / "00000.tar", 0, 2, size=32)
     base = [f"recaption.input_shards={shards}", f"recaption.ssc={_export(tmp_path / 's')}",
             f"recaption.dsc={_export(tmp_path / 'd')}", f"recaption.out_dir={tmp_path / 'out'}", "stage=recaption"]
-    assert validate_recaption(compose(base)) == [str(shards / "00000.tar")]
+    assert check_config(compose(base)) == [str(shards / "00000.tar")]
     assert compose(["stage=ldm"]).recaption.out_dir == compose(["stage=recaption"]).recaption.out_dir
     for extra, words in [(["recaption.mode=copy"], "recaption.mode"),
                          ([f"recaption.dsc={tmp_path / 'nothing'}"], "recaption.dsc"),
@@ -175,6 +175,6 @@ def test_config_composes_and_bad_values_fail_with_one_line(tmp_path):
                          ([f"recaption.out_dir={shards}"], "would overwrite"),
                          (["recaption.batch_size=0"], "recaption.batch_size")]:
         with pytest.raises(ConfigError) as err:
-            validate_recaption(compose(base + extra))
+            check_config(compose(base + extra))
         assert words in str(err.value) and "\n" not in str(err.value)
-    validate_recaption(compose(base + [f"recaption.out_dir={shards}", "recaption.mode=sidecar"]))  # allowed
+    check_config(compose(base + [f"recaption.out_dir={shards}", "recaption.mode=sidecar"]))  # allowed

@@ -36,11 +36,13 @@ class SampleImages(pl.Callback):
         self.prompts, self.every_n_steps = list(prompts), every_n_steps
         self.guidance, self.steps, self.seed, self.out_dir = guidance, steps, seed, out_dir
         self.written: list[str] = []
+        self._last = -1
+        "The step of the last grid (with gradient accumulation several batches end on one step)."
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if not self.every_n_steps or step % self.every_n_steps or getattr(self, "_last", -1) == step:
+        if not self.every_n_steps or step % self.every_n_steps or self._last == step:
             return
         self._last = step
         ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None)
@@ -60,7 +62,7 @@ class SampleImages(pl.Callback):
         path = os.path.join(out_dir, f"step_{step:07d}.png")
         to_pil(grid).save(path)
         self.written.append(path)
-        experiment = getattr(trainer.logger, "experiment", None)
+        experiment = getattr(trainer.logger, "experiment", None)  # any logger, or none: not ours to type
         if experiment is not None and hasattr(experiment, "add_image"):
             experiment.add_image("samples", grid, global_step=step)
             experiment.add_text("samples/prompts", " | ".join(self.prompts), global_step=step)

@@ -1,4 +1,4 @@
-"""`stage=eval` (`dalle3-eval`): score ldm runs on held-out prompts.
+"""The eval stage (`dalle3-eval`, `stage=eval`): score ldm runs on held-out prompts.
 
 For every run: generate one image per held-out alt-text prompt and one per DSC prompt
 (same seeds for every run), with the run's EMA weights; report CLIP score for both
@@ -17,7 +17,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import OmegaConf
 
-from dalle3.config.validate import ConfigError, check_positive
+from dalle3.config.eval import validate_eval
+from dalle3.config.validate import ConfigError
 from dalle3.eval.clip_score import ClipScorer
 from dalle3.eval.follow import follow_scores
 from dalle3.eval.prompts import Prompt, load_prompts
@@ -72,9 +73,10 @@ def score_run(cfg: Any, run_dir: str, prompts: list[Prompt], scorer: Optional[Cl
     return row
 
 
-def run(cfg: Any) -> dict:
+def run_eval(cfg: Any) -> dict:
+    """Score every run of ``eval.runs`` (or every ldm run found); write the table, plot and grids."""
     e = cfg.eval
-    check_positive("eval.num_prompts", e.num_prompts)
+    validate_eval(e)
     runs = discover_runs(cfg)
     t0 = time.time()
     prompts, skips = load_prompts(e.prompts, e.num_prompts)

@@ -1,4 +1,4 @@
-"""The latents stage: VAE-encode image shards once into latent shards (see :mod:`dalle3.ldm.data`).
+"""The latents stage's work: VAE-encode image shards once into latent shards (see :mod:`dalle3.ldm.data`).
 
 Distributed and resumable through :func:`dalle3.data.offline.run_shard_job`: launch it
 on N ranks (torchrun, SLURM tasks, job arrays) and each encodes its own shards; rerun
@@ -17,17 +17,14 @@ from typing import Any, Optional
 
 import torch
 import webdataset as wds
-from omegaconf import OmegaConf
 
-from dalle3.config.validate import validate, validate_shards
 from dalle3.data.captions import CAPTION_KINDS
-from dalle3.data.offline import completed, forget, output_name, run_shard_job
+from dalle3.data.offline import completed, forget, output_name
 from dalle3.data.pipeline import build_pipeline
 from dalle3.data.shards import assign_shards
 from dalle3.dist.env import array_task, dist_env
 from dalle3.ldm.data import encode_latent_sample, encode_text_member
-from dalle3.ldm.model import encode_prompts, load_or_create_text_encoder, load_vae
-from dalle3.ldm.validate import validate_ldm
+from dalle3.ldm.text import encode_prompts
 from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -97,32 +94,3 @@ def redo_without_text(shards: list, out_dir: str) -> int:
             forget(out_dir, output_name(shard))
             n += 1
     return n
-
-
-def run(cfg: Any) -> dict:
-    """Encode every split in ``ldm.latents.splits`` into ``ldm.latents.out_dir/<split>``."""
-    validate(cfg)
-    validate_ldm(cfg.ldm)
-    specs = {split: validate_shards(f"ldm.latents.splits[{split}]", split_spec(cfg, split))
-             for split in cfg.ldm.latents.splits}
-    torch.manual_seed(cfg.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    vae = load_vae(cfg.ldm.vae).to(device)
-    text_encoder = None
-    if cfg.ldm.latents.precompute_text:
-        tokenizer, encoder = load_or_create_text_encoder(cfg.ldm.text_encoder)
-        text_encoder = (tokenizer, encoder.to(device))
-    sidecar_dir = OmegaConf.select(cfg, "data.sidecar_dir", default=None)
-    t0 = time.time()
-    summary: dict[str, Any] = {"out_dir": str(cfg.ldm.latents.out_dir)}
-    for split, shards in specs.items():
-        out_dir = os.path.join(cfg.ldm.latents.out_dir, split)
-        redone = redo_without_text(shards, out_dir) if text_encoder else 0
-        summary[split] = run_shard_job(
-            shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size,
-                                                           cfg.ldm.latents.batch_size, sidecar_dir, text_encoder),
-            name=f"latents/{split}")
-        summary[split]["redone_for_text"] = redone
-    summary["seconds"] = round(time.time() - t0, 1)
-    log.info("latents: %s", summary)
-    return summary

@@ -1,10 +1,14 @@
-"""The vae and ldm stages: build → ``fit`` → write what later stages read.
+"""The four stages of the ldm package: vae, latents, ldm and generate (build → run → write).
 
-``stage=vae`` trains the tiny AutoencoderKL and saves it (with its measured latent
-scaling factor) to ``ldm.vae.pretrained``. ``stage=ldm`` trains the U-Net on latent
-shards when ``ldm.train.use_latents`` and they exist, else on images encoded on the fly;
-on the text embeddings stored in the latent shards when ``ldm.train.use_text_cache``
-and every shard has them, else on captions encoded in each step.
+* ``stage=vae`` trains the tiny AutoencoderKL and saves it (with its measured latent
+  scaling factor) to ``ldm.vae.pretrained``.
+* ``stage=latents`` VAE-encodes the image shards once into latent shards
+  (:mod:`dalle3.ldm.latents`).
+* ``stage=ldm`` trains the U-Net on latent shards when ``ldm.train.use_latents`` and they
+  exist, else on images encoded on the fly; on the text embeddings stored in the latent
+  shards when ``ldm.train.use_text_cache`` and every shard has them, else on captions
+  encoded in each step.
+* ``stage=generate`` samples PNGs from a run's EMA weights (:mod:`dalle3.ldm.generate`).
 """
 from __future__ import annotations
 
@@ -16,20 +20,13 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from dalle3.config.validate import validate
-from dalle3.ldm.validate import validate_ldm
+from dalle3.callbacks.data_stats import DataStats
+from dalle3.config.ldm import validate_ldm
+from dalle3.config.schema import validate
+from dalle3.data.shards import validate_shards
 from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def run(cfg: Any) -> dict:
-    """Entry of ``stage=vae`` and ``stage=ldm`` (see :mod:`dalle3.stages`)."""
-    if cfg.stage == "vae":
-        return run_vae(cfg)
-    if cfg.stage == "ldm":
-        return run_ldm(cfg)
-    raise ValueError(f"dalle3.ldm.train runs stage=vae | ldm, not {cfg.stage!r}")
 
 
 def _summary(trainer: Any, module: Any, t0: float) -> dict:
@@ -49,8 +46,9 @@ def run_vae(cfg: Any) -> dict:
     from dalle3.ldm.vae import VAEModule, latent_scaling_factor
     from dalle3.trainer import fit
 
-    validate(cfg, need_train_shards=True)
+    validate(cfg)
     validate_ldm(cfg.ldm)
+    validate_shards("data.train_shards", cfg.data.train_shards)
     L.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
     module = VAEModule(cfg.ldm)
@@ -76,6 +74,40 @@ def _save_reconstructions(vae: Any, datamodule: Any, path: str, n: int = 8) -> s
     recon = (vae.decode(vae.encode(images * 2 - 1).latent_dist.mode()).sample / 2 + 0.5).clamp(0, 1)
     to_pil(image_grid(torch.cat([images, recon]).cpu(), nrow=len(images))).save(path)
     return path
+
+
+def run_latents(cfg: Any) -> dict:
+    """Encode every split in ``ldm.latents.splits`` into ``ldm.latents.out_dir/<split>``."""
+    from dalle3.data.offline import run_shard_job
+    from dalle3.ldm.latents import encode_shard, redo_without_text, split_spec
+    from dalle3.ldm.model import load_vae
+    from dalle3.ldm.text import load_or_create_text_encoder
+
+    validate(cfg)
+    validate_ldm(cfg.ldm)
+    specs = {split: validate_shards(f"ldm.latents.splits[{split}]", split_spec(cfg, split))
+             for split in cfg.ldm.latents.splits}
+    torch.manual_seed(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = load_vae(cfg.ldm.vae).to(device)
+    text_encoder = None
+    if cfg.ldm.latents.precompute_text:
+        tokenizer, encoder = load_or_create_text_encoder(cfg.ldm.text_encoder)
+        text_encoder = (tokenizer, encoder.to(device))
+    sidecar_dir = cfg.data.sidecar_dir
+    t0 = time.time()
+    summary: dict[str, Any] = {"out_dir": str(cfg.ldm.latents.out_dir)}
+    for split, shards in specs.items():
+        out_dir = os.path.join(cfg.ldm.latents.out_dir, split)
+        redone = redo_without_text(shards, out_dir) if text_encoder else 0
+        summary[split] = run_shard_job(
+            shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size,
+                                                           cfg.ldm.latents.batch_size, sidecar_dir, text_encoder),
+            name=f"latents/{split}")
+        summary[split]["redone_for_text"] = redone
+    summary["seconds"] = round(time.time() - t0, 1)
+    log.info("latents: %s", summary)
+    return summary
 
 
 def latent_data_cfg(cfg: Any) -> Any:
@@ -110,7 +142,7 @@ def check_text_cache(datamodule: Any, tokenizer: Any, encoder: torch.nn.Module) 
     """Fail with one line if the stored embeddings are not the configured encoder's (first usable train sample)."""
     from dalle3.config.validate import ConfigError
     from dalle3.ldm.data import PickTextEmbedding, build_latent_pipeline
-    from dalle3.ldm.model import encode_prompts
+    from dalle3.ldm.text import encode_prompts
 
     shard = datamodule.train_dataset().shards[:1]
     batch = next(iter(build_latent_pipeline(shard, text=True, caption=datamodule.caption_cfg, batch_size=1,
@@ -127,9 +159,8 @@ def check_text_cache(datamodule: Any, tokenizer: Any, encoder: torch.nn.Module) 
 
 def ldm_callbacks(cfg: Any) -> list:
     """EMA (if ``ema_decay`` > 0), sample images (if ``sample.every_n_steps`` > 0), data statistics."""
-    from dalle3.callbacks.data_stats import DataStats
     from dalle3.callbacks.ema import EMA
-    from dalle3.callbacks.sample_images import SampleImages
+    from dalle3.ldm.sample_images import SampleImages
 
     t, s = cfg.ldm.train, cfg.ldm.sample
     callbacks: list = [DataStats()]
@@ -163,7 +194,7 @@ def run_ldm(cfg: Any) -> dict:
         if text:
             check_text_cache(datamodule, parts.tokenizer, parts.text_encoder)
     else:
-        validate(cfg, need_train_shards=True)
+        validate_shards("data.train_shards", cfg.data.train_shards)
         log.info("no latent shards under %s: encoding images on the fly", cfg.ldm.latents.out_dir)
         datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed)
     trainer = fit(module, datamodule, cfg, callbacks=ldm_callbacks(cfg))
@@ -171,6 +202,40 @@ def run_ldm(cfg: Any) -> dict:
     summary["inputs"] = "latents" if latent_data is not None else "images"
     summary["text"] = "stored" if text else "encoded"
     summary["rank_memory"] = rank_memory(trainer)  # elements held by this rank (ZeRO shrinks them)
-    stats = next((c.last for c in trainer.callbacks if type(c).__name__ == "DataStats"), {})
+    stats = next((c.last for c in trainer.callbacks if isinstance(c, DataStats)), {})
     summary["synthetic_share"] = stats.get("synthetic_share")
+    return summary
+
+
+def run_generate(cfg: Any) -> dict:
+    """Write ``<run_dir>/<prompt>_<i>.png`` and ``grid.png``; export the pipeline; return the paths."""
+    from dalle3.ldm.export import export_pipeline
+    from dalle3.ldm.generate import generate_settings, load_trained_parts, slug
+    from dalle3.ldm.model import build_sampler
+    from dalle3.ldm.sample import generate, image_grid, to_pil
+
+    validate_ldm(cfg.ldm)
+    s = generate_settings(cfg)
+    t0 = time.time()
+    parts, ckpt = load_trained_parts(cfg, cfg.ldm.generate.use_ema)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for m in (parts.unet, parts.vae, parts.text_encoder):
+        m.to(device)
+    images = generate(parts.unet, parts.vae, parts.tokenizer, parts.text_encoder, build_sampler(cfg.ldm.noise),
+                      [s["prompt"]] * int(s["n"]), guidance=float(s["guidance"]), steps=int(s["steps"]),
+                      seed=int(s["seed"])).cpu()
+    out_dir = cfg.paths.run_dir
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    for i, image in enumerate(images):
+        files.append(os.path.join(out_dir, f"{slug(s['prompt'])}_{i}.png"))
+        to_pil(image).save(files[-1])
+    grid = os.path.join(out_dir, "grid.png")
+    to_pil(image_grid(images)).save(grid)
+    summary = {"images": files, "grid": grid, "step": ckpt.get("global_step"), **s}
+    if cfg.ldm.generate.export_dir:
+        summary["pipeline"] = export_pipeline(cfg.ldm.generate.export_dir, unet=parts.unet.cpu(),
+                                              vae=parts.vae.cpu(), text_encoder=parts.text_encoder.cpu(),
+                                              tokenizer=parts.tokenizer, noise_cfg=cfg.ldm.noise)
+    summary["seconds"] = round(time.time() - t0, 1)
     return summary

@@ -6,7 +6,8 @@
   loss only, starting from the pretrain run's export; run folder
   ``<out_dir>/captioner_<target>``, so the SSC and DSC runs never collide.
 
-Both end by exporting ``<run_dir>/export`` (:mod:`dalle3.captioner.export`).
+The stage files (``conf/stage/captioner_*.yaml``) set every value that differs between
+the two. Both end by exporting ``<run_dir>/export`` (:mod:`dalle3.captioner.export`).
 """
 from __future__ import annotations
 
@@ -16,64 +17,35 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dalle3.captioner.stem import StemSpec, check_stem
-from dalle3.config.captioner import CAPTIONER_TARGETS, DECODE_MODES, POS_EMBED_TYPES, STEM_NORMS, STEMS, TOKENIZERS
-from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range, validate
+from dalle3.config.captioner import FINETUNE_TARGETS, PRETRAIN_TARGETS, validate_captioner
+from dalle3.config.schema import validate
+from dalle3.config.validate import ConfigError
+from dalle3.data.shards import validate_shards
 from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.captioner")
 
 
-def validate_captioner(cfg: Any) -> None:
-    """Check the ``captioner`` block against the stage (one-line ``ConfigError``)."""
-    c = cfg.captioner
-    check_choice("captioner.target", c.target, CAPTIONER_TARGETS)
-    check_choice("captioner.tokenizer", c.tokenizer, TOKENIZERS)
-    check_choice("captioner.decode.mode", c.decode.mode, DECODE_MODES)
-    check_range("captioner.contrastive_weight", c.contrastive_weight, 0.0, float("inf"))
-    check_range("captioner.caption_weight", c.caption_weight, 0.0, float("inf"))
-    check_range("captioner.caption_focal_gamma", c.caption_focal_gamma, 0.0, 10.0)
-    check_positive("captioner.decode.max_new_tokens", c.decode.max_new_tokens)
-    for key, lr in (("captioner.lr", c.lr), ("captioner.pretrain_lr", c.pretrain_lr)):
-        if lr is not None and not lr > 0:
-            raise ConfigError(f"{key}={lr!r}; allowed: a learning rate > 0")
-    if not c.model:
-        check_choice("captioner.arch.pos_embed_type", c.arch.pos_embed_type, POS_EMBED_TYPES)
-        check_choice("captioner.arch.stem", c.arch.stem, STEMS)
-        if c.arch.stem == "conv":
-            check_choice("captioner.arch.stem_norm", c.arch.stem_norm, STEM_NORMS)
-            try:
-                check_stem(list(c.arch.stem_channels), c.arch.patch_size)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-        if c.arch.image_size % c.arch.patch_size:
-            raise ConfigError(f"captioner.arch.image_size={c.arch.image_size} is not a multiple of "
-                              f"captioner.arch.patch_size={c.arch.patch_size}; allowed: a multiple")
-        if not c.arch.attentional_pool and c.arch.vision_width != c.arch.text_width:
-            raise ConfigError(f"captioner.arch.vision_width={c.arch.vision_width} differs from captioner.arch."
-                              f"text_width={c.arch.text_width} with attentional_pool=false; allowed: equal widths "
-                              "(the decoder attends to the patch tokens directly)")
-    if c.tokenizer == "open_clip" and not c.model:
-        raise ConfigError("captioner.tokenizer=open_clip needs captioner.model; allowed: an open_clip CoCa name "
-                          "such as coca_ViT-B-32")
-    if cfg.caption.source != c.target:
-        raise ConfigError(f"caption.source={cfg.caption.source!r} differs from captioner.target={c.target!r}; "
-                          "allowed: the same kind (the stage files set caption.source: ${captioner.target})")
-    if cfg.stage == "captioner_pretrain" and c.target != "alt":
-        raise ConfigError(f"captioner.target={c.target!r} for stage=captioner_pretrain; allowed: alt")
-    if cfg.stage == "captioner_finetune" and c.target == "alt":
-        raise ConfigError("captioner.target='alt' for stage=captioner_finetune; allowed: ssc | dsc")
+def check_buildable(captioner_cfg: Any) -> None:
+    """The conv stem must downsample by the patch size (a one-line ``ConfigError``)."""
+    c = captioner_cfg
+    if not c.model and c.arch.stem == "conv":
+        try:
+            check_stem(list(c.arch.stem_channels), c.arch.patch_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
-def init_weights(cfg: Any) -> Optional[str]:
-    """The weights training starts from: ``captioner.init_from`` (must exist when set)."""
+def init_weights(cfg: Any, required: bool) -> Optional[str]:
+    """The weights training starts from: ``captioner.init_from`` (must exist when set, or when ``required``)."""
     init = cfg.captioner.init_from
     if not init:
-        if cfg.stage == "captioner_finetune":
+        if required:
             raise ConfigError("captioner.init_from is empty for stage=captioner_finetune; allowed: the pretrain "
                               "run's export folder or a .safetensors file")
         return None
     if not Path(init).exists():
-        hint = " (run stage=captioner_pretrain first)" if cfg.stage == "captioner_finetune" else ""
+        hint = " (run stage=captioner_pretrain first)" if required else ""
         raise ConfigError(f"captioner.init_from={init!r} does not exist{hint}; allowed: an export folder "
                           "or a .safetensors file")
     check_same_vocabulary(cfg.captioner, Path(init))
@@ -114,13 +86,28 @@ def check_same_vocabulary(captioner_cfg: Any, init: Path) -> None:
                           f"{len(theirs.phrases)}")
 
 
-def run(cfg: Any) -> dict:
-    """Train a captioner for ``cfg.stage``; return a summary (run_dir, export, steps, losses)."""
-    validate(cfg, need_train_shards=True)
-    validate_captioner(cfg)
-    init = init_weights(cfg)
-    if cfg.stage == "captioner_pretrain" and cfg.captioner.pretrain_lr is not None:
-        cfg.captioner.lr = cfg.captioner.pretrain_lr  # so the module, its logged hparams and the summary agree
+def run_captioner_pretrain(cfg: Any) -> dict:
+    """Pretrain the captioner on alt-text; return a summary (run_dir, export, steps, losses)."""
+    return train(cfg, PRETRAIN_TARGETS, "captioner_pretrain", init_required=False)
+
+
+def run_captioner_finetune(cfg: Any) -> dict:
+    """Fine-tune the pretrained captioner into an SSC or DSC captioner; return a summary."""
+    return train(cfg, FINETUNE_TARGETS, "captioner_finetune", init_required=True)
+
+
+def check_config(cfg: Any, targets: tuple, stage: str, init_required: bool) -> Optional[str]:
+    """Every check of a captioner run before any heavy work; return the weights it starts from."""
+    validate(cfg)
+    validate_captioner(cfg, targets, stage)
+    check_buildable(cfg.captioner)
+    validate_shards("data.train_shards", cfg.data.train_shards)
+    return init_weights(cfg, init_required)
+
+
+def train(cfg: Any, targets: tuple, stage: str, init_required: bool) -> dict:
+    """Train, export and summarise one captioner run (both captioner stages)."""
+    init = check_config(cfg, targets, stage, init_required)
 
     import lightning.pytorch as pl
 
@@ -148,12 +135,12 @@ def run(cfg: Any) -> dict:
 
 def export_run(trainer: Any, module: Any, cfg: Any) -> Path:
     """Export the trained weights from rank zero (gathered first under ZeRO-3: all ranks call this)."""
-    from dalle3.captioner.export import export_captioner
+    from dalle3.captioner.export import export_captioner, export_dir
     from dalle3.dist.zero import full_state_dict
 
     keys = set(module.model.state_dict())  # full_state_dict also returns non-persistent buffers
     weights = {k: v for k, v in full_state_dict(module.model).items() if k in keys}
-    out = Path(cfg.paths.run_dir) / "export"
+    out = export_dir(cfg.paths.run_dir)
     if trainer.is_global_zero:
         meta = {"stage": cfg.stage, "target": cfg.captioner.target, "step": int(trainer.global_step),
                 "init_from": cfg.captioner.init_from}
