@@ -21,7 +21,12 @@ from dalle3.utils.logging import get_logger
 log = get_logger("dalle3.pipeline")
 
 
-def recaption_carry(cfg: Any) -> list[str]:
+def quote(value: str) -> str:
+    """``value`` as a quoted Hydra override value (commas, brackets and quotes survive)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def recaption_carry(cfg: Any, carried: list[str]) -> list[str]:
     """What later steps read once the recaption step has run: the synthetic captions it wrote.
 
     ``recaption.mode=shards`` writes new shards, which become ``data.train_shards``;
@@ -32,8 +37,15 @@ def recaption_carry(cfg: Any) -> list[str]:
         return ["data.train_shards=${recaption.out_dir}"]
     carry = ["data.sidecar_dir=${recaption.out_dir}"]
     if rc.input_shards != cfg.data.train_shards:  # recaption.input_shards was set apart from data.train_shards
-        carry.append("data.train_shards='" + str(rc.input_shards).replace("\\", "\\\\").replace("'", "\\'") + "'")
+        carry.append(f"data.train_shards={quote(rc.input_shards)}")
     return carry
+
+
+def ldm_carry(cfg: Any, carried: list[str]) -> list[str]:
+    """The evaluation scores the ldm runs of this pipeline, and only those (``eval.runs``)."""
+    previous = [c for c in carried if c.startswith("eval.runs=")]
+    runs = previous[-1][len("eval.runs=["):-1] if previous else ""
+    return [f"eval.runs=[{runs + ',' if runs else ''}{quote(cfg.ldm.run_dir)}]"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,8 @@ class Step:
     stage: str
     overrides: tuple[str, ...] = field(default_factory=tuple)
     label: str = ""
-    carry: Optional[Callable[[Any], list[str]]] = None
-    "Overrides for every later step once this one has run, from this step's composed config."
+    carry: Optional[Callable[[Any, list[str]], list[str]]] = None
+    "Overrides for every later step once this one has run, from this step's composed config and the carry so far."
 
     @property
     def name(self) -> str:
@@ -60,8 +72,8 @@ STEPS: tuple[Step, ...] = (
     Step("recaption", carry=recaption_carry),
     Step("vae"),
     Step("latents"),
-    Step("ldm", ("caption=alt",), "ldm_alt"),
-    Step("ldm", ("caption=blend",), "ldm_blend_dsc95"),
+    Step("ldm", ("caption=alt",), "ldm_alt", carry=ldm_carry),
+    Step("ldm", ("caption=blend",), "ldm_blend_dsc95", carry=ldm_carry),
     Step("eval"),
 )
 
@@ -79,7 +91,7 @@ def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[
         cfg = compose([f"stage={step.stage}", *carried, *overrides, *step.overrides])
         record.update(status="done", summary=run_stage(cfg))
         if step.carry is not None:
-            carried.extend(step.carry(cfg))
+            carried.extend(step.carry(cfg, carried))
         record["seconds"] = round(time.time() - t0, 1)
         log.info("step %s: done in %.1f s", step.name, record["seconds"])
         records.append(record)

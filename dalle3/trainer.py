@@ -56,7 +56,8 @@ def build_trainer(cfg: Any, callbacks: Sequence[Callback] = (), **overrides: Any
     run_dir = Path(cfg.paths.run_dir)
     strategy = build_strategy(t, per_device_batch(cfg.data.global_batch_size, world))
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(cfg), filename="step{step:07d}", auto_insert_metric_name=False,
-                           every_n_train_steps=t.ckpt_every_n_steps, save_last=True, save_top_k=1)
+                           every_n_train_steps=t.ckpt_every_n_steps, save_last=True,
+                           save_top_k=-1 if t.keep_checkpoints else 1)
     kwargs: dict = dict(
         accelerator="cpu" if wants_cpu(t) else "gpu",
         devices=t.devices,

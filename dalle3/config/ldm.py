@@ -173,7 +173,7 @@ class GenerateConfig:
     "Sampler steps."
     seed: int = 0
     "Noise seed."
-    ckpt_dir: str = "${paths.out_dir}/ldm/${caption.source}_${caption.synthetic}${caption.ratio}"
+    ckpt_dir: str = "${ldm.run_dir}"
     "The ldm run whose checkpoint and EMA weights are used (its `checkpoints/last.ckpt`)."
     checkpoint: Optional[str] = None
     "Explicit checkpoint (a .ckpt file or a DeepSpeed checkpoint folder); null: the run's last."
@@ -187,6 +187,8 @@ class GenerateConfig:
 class LDMConfig:
     name: str = "tiny"
     "Size preset (conf/ldm/)."
+    run_dir: str = "${paths.out_dir}/ldm/${caption.source}_${caption.synthetic}${caption.ratio}_seed${seed}"
+    "The ldm run of this caption setting and seed: stage=ldm trains into it (with its run.json), generate reads it. Two seeds are two runs."
     pretrained: Optional[str] = None
     "Local folder or hub name of a whole Stable-Diffusion-layout model; presets point each part's `pretrained` at it."
     image_size: int = 32

@@ -16,8 +16,8 @@ from dalle3.config.eval import EvalConfig
 from dalle3.config.ldm import LDMConfig
 from dalle3.config.recaption import RecaptionConfig
 from dalle3.config.validate import check_choice, check_positive, check_range, per_device_batch
-from dalle3.config.world import (DSC_ORDERS, IMAGE_FORMATS, DataGenConfig, SplitSizes, WorldConfig,
-                                 validate_datagen, validate_world)
+from dalle3.config.world import (DSC_ORDERS, IMAGE_FORMATS, DataGenConfig, SplitSizes,  # noqa: F401 (re-exported)
+                                 WorldConfig, validate_datagen, validate_world)
 
 CAPTION_SOURCES = ("alt", "ssc", "dsc", "blend")
 SYNTHETIC_SOURCES = ("ssc", "dsc")
@@ -95,6 +95,8 @@ class TrainerConfig:
     "Clip the global gradient norm (0: off)."
     ckpt_every_n_steps: int = 250
     "Save a resumable checkpoint every N steps."
+    keep_checkpoints: bool = False
+    "Keep every periodic checkpoint (stage=ldm: the evaluation scores them against the step); false: only the latest and last.ckpt."
     resume: Optional[str] = "auto"
     "auto: resume from run_dir's last checkpoint if any; null: start fresh; or a path."
     progress_bar: bool = True

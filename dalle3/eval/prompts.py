@@ -1,4 +1,4 @@
-"""Held-out prompts: the alt-text and DSC caption of each `val` sample, with its scene graph."""
+"""Held-out prompts: the alt-text, SSC and DSC caption of each `val` sample, with its scene graph."""
 from __future__ import annotations
 
 import json
@@ -12,13 +12,22 @@ from dalle3.data.tarstream import TarSamples
 from dalle3.world.scene import Scene
 
 
+PROMPT_KINDS = ("dsc", "ssc", "alt")
+"The prompt kinds of the evaluation: descriptive, short synthetic and alt-text captions."
+
+
 @dataclass(frozen=True)
 class Prompt:
     key: str
     alt: str
     dsc: str
     scene: Optional[Scene]
-    "Ground truth for prompt-following checks (None for shards without our fields)."
+    "The scene the captions were written from (None for shards without our fields)."
+    ssc: str = ""
+
+    def text(self, kind: str) -> str:
+        """This sample's prompt of ``kind`` (one of :data:`PROMPT_KINDS`)."""
+        return {"dsc": self.dsc, "ssc": self.ssc, "alt": self.alt}[kind]
 
 
 def load_prompts(spec: str, n: int) -> tuple[list[Prompt], SkipLog]:
@@ -39,7 +48,7 @@ def load_prompts(spec: str, n: int) -> tuple[list[Prompt], SkipLog]:
                 continue
             scene = meta.get("scene")
             scene = Scene.from_dict(scene if isinstance(scene, dict) else json.loads(scene)) if scene else None
-            out.append(Prompt(raw["__key__"], alt, str(meta.get("dsc") or ""), scene))
+            out.append(Prompt(raw["__key__"], alt, str(meta.get("dsc") or ""), scene, str(meta.get("ssc") or "")))
             if len(out) >= n:
                 return out, skips
     return out, skips

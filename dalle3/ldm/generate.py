@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from dalle3.utils.logging import get_logger
 
@@ -35,8 +34,16 @@ def checkpoint_path(cfg: Any) -> str:
     return path
 
 
-def load_trained_parts(cfg: Any, use_ema: bool = True):
-    """The ldm run's parts with the U-Net holding its checkpoint's (EMA) weights, in eval mode."""
+def default_device() -> str:
+    """Where sampling runs: the GPU when one is visible (no flag needed), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_trained_parts(cfg: Any, use_ema: bool = True, device: Optional[str] = None):
+    """The ldm run's parts with the U-Net holding its checkpoint's (EMA) weights, in eval mode, on ``device``
+    (default :func:`default_device`). The one loading path of ``dalle3-generate`` and ``dalle3-eval``."""
     from dalle3.dist.zero import load_checkpoint, module_weights
     from dalle3.ldm.model import build_parts
 
@@ -47,9 +54,29 @@ def load_trained_parts(cfg: Any, use_ema: bool = True):
     state.update(module_weights(ckpt, "unet.", "EMA" if use_ema else None))
     parts.unet.load_state_dict(state)
     parts.unet.eval()
-    log.info("sampling from %s (step %s, %s weights)", path, ckpt.get("global_step"),
-             "EMA" if use_ema and "EMA" in ckpt.get("callbacks", {}) else "raw")
+    device = device or default_device()
+    for module in (parts.unet, parts.vae, parts.text_encoder):
+        module.to(device)
+    log.info("sampling from %s (step %s, %s weights) on %s", path, ckpt.get("global_step"),
+             "EMA" if use_ema and "EMA" in ckpt.get("callbacks", {}) else "raw", device)
     return parts, ckpt
+
+
+def generate_batched(parts: Any, sampler: Any, prompts: Sequence[str], *, guidance: float, steps: int, seed: int,
+                     batch_size: int):
+    """Images [N, 3, H, W] in [0, 1] on the CPU for ``prompts``, ``batch_size`` at a time.
+
+    Batch ``i`` (starting at prompt ``i``) draws its noise from seed ``seed + i``, so two runs
+    given the same prompts, seed and batch size start every image from the same noise.
+    """
+    import torch
+
+    from dalle3.ldm.sample import generate
+
+    chunks = [generate(parts.unet, parts.vae, parts.tokenizer, parts.text_encoder, sampler,
+                       list(prompts[i:i + batch_size]), guidance=guidance, steps=steps, seed=seed + i).cpu()
+              for i in range(0, len(prompts), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0)
 
 
 def slug(text: str, max_len: int = 40) -> str:

@@ -12,7 +12,6 @@ checks before training on them. Shards finished earlier without them are redone.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Optional
 
 import torch

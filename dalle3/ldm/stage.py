@@ -179,6 +179,7 @@ def run_ldm(cfg: Any) -> dict:
     from dalle3.ldm.data import LatentDataModule
     from dalle3.ldm.model import build_parts
     from dalle3.ldm.module import LatentDiffusionModule
+    from dalle3.ldm.run_info import check_same_run, run_info, write_run_info
     from dalle3.trainer import fit
 
     validate(cfg)
@@ -197,8 +198,14 @@ def run_ldm(cfg: Any) -> dict:
         validate_shards("data.train_shards", cfg.data.train_shards)
         log.info("no latent shards under %s: encoding images on the fly", cfg.ldm.latents.out_dir)
         datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed)
+    info = run_info(cfg, step=0)
+    clash = check_same_run(cfg.paths.run_dir, info)
+    if clash:
+        log.warning("%s; this run resumes it all the same (trainer.resume=%s)", clash, cfg.trainer.resume)
     trainer = fit(module, datamodule, cfg, callbacks=ldm_callbacks(cfg))
     summary = _summary(trainer, module, t0)
+    if trainer.is_global_zero:
+        summary["run_json"] = write_run_info(cfg.paths.run_dir, {**info, "steps": int(trainer.global_step)})
     summary["inputs"] = "latents" if latent_data is not None else "images"
     summary["text"] = "stored" if text else "encoded"
     summary["rank_memory"] = rank_memory(trainer)  # elements held by this rank (ZeRO shrinks them)
@@ -210,20 +217,17 @@ def run_ldm(cfg: Any) -> dict:
 def run_generate(cfg: Any) -> dict:
     """Write ``<run_dir>/<prompt>_<i>.png`` and ``grid.png``; export the pipeline; return the paths."""
     from dalle3.ldm.export import export_pipeline
-    from dalle3.ldm.generate import generate_settings, load_trained_parts, slug
+    from dalle3.ldm.generate import generate_batched, generate_settings, load_trained_parts, slug
     from dalle3.ldm.model import build_sampler
-    from dalle3.ldm.sample import generate, image_grid, to_pil
+    from dalle3.ldm.sample import image_grid, to_pil
 
     validate_ldm(cfg.ldm)
     s = generate_settings(cfg)
     t0 = time.time()
     parts, ckpt = load_trained_parts(cfg, cfg.ldm.generate.use_ema)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    for m in (parts.unet, parts.vae, parts.text_encoder):
-        m.to(device)
-    images = generate(parts.unet, parts.vae, parts.tokenizer, parts.text_encoder, build_sampler(cfg.ldm.noise),
-                      [s["prompt"]] * int(s["n"]), guidance=float(s["guidance"]), steps=int(s["steps"]),
-                      seed=int(s["seed"])).cpu()
+    n = int(s["n"])
+    images = generate_batched(parts, build_sampler(cfg.ldm.noise), [s["prompt"]] * n, guidance=float(s["guidance"]),
+                              steps=int(s["steps"]), seed=int(s["seed"]), batch_size=n)
     out_dir = cfg.paths.run_dir
     os.makedirs(out_dir, exist_ok=True)
     files = []

@@ -109,6 +109,30 @@ def test_ldm_stage_trains_from_latents_and_the_loss_falls(ldm_run):
     assert samples == ["step_0000012.png", "step_0000024.png"]
 
 
+def test_ldm_run_writes_its_identity_keeps_every_checkpoint_and_two_seeds_are_two_runs(world, latents, ldm_run):
+    from dalle3.ldm.run_info import read_run_info
+
+    cfg, s = ldm_run
+    info = read_run_info(cfg.paths.run_dir)
+    assert s["run_json"] == os.path.join(cfg.paths.run_dir, "run.json")
+    assert (info["label"], info["caption_source"], info["synthetic"], info["ratio"]) == ("100% dsc", "dsc", "dsc", None)
+    assert (info["shares"], info["seed"], info["steps"]) == ({"alt": 0.0, "ssc": 0.0, "dsc": 1.0}, 0, 24)
+    assert len(info["config_hash"]) == 12 and info["captioners"] == {}  # the world's shards: not recaptioned
+    ckpts = sorted(os.listdir(os.path.join(cfg.paths.run_dir, "checkpoints")))
+    assert ckpts == ["last.ckpt", "step0000012.ckpt", "step0000024.ckpt"]  # intermediate ones are kept
+    out, _ = latents
+    other = compose(overrides(world, out, "stage=ldm", "caption=dsc", "seed=1"))
+    assert other.paths.run_dir != cfg.paths.run_dir and other.paths.run_dir.endswith("dsc_dsc0.95_seed1")
+    assert other.ldm.generate.ckpt_dir == other.paths.run_dir
+    from dalle3.ldm.run_info import config_hash
+
+    assert config_hash(other) != info["config_hash"]  # the seed decides the model
+    assert config_hash(compose(overrides(world, out, "stage=ldm", "caption=dsc", "trainer.max_steps=24",
+                                         "trainer.ckpt_every_n_steps=12", "ldm.sample.every_n_steps=12",
+                                         "ldm.sample.steps=4", "ldm.train.warmup_steps=5",
+                                         "paths.out_dir=/elsewhere"))) == info["config_hash"]
+
+
 def test_resume_continues_at_the_same_step_with_the_same_ema(world, latents, ldm_run):
     """A second run with more steps restarts at the checkpoint's step and EMA, not from scratch."""
     import lightning.pytorch as pl

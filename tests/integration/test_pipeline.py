@@ -13,7 +13,7 @@ import pytest
 from dalle3.config import compose
 from dalle3.data.shards import expand_shards
 from dalle3.data.sidecar import read_sidecar
-from dalle3.pipeline import STEPS, Step, recaption_carry, run_pipeline
+from dalle3.pipeline import STEPS, ldm_carry, quote, recaption_carry, run_pipeline
 from dalle3.recaption.data import read_raw_samples
 from helpers.captioners import TINY_CAPTIONER, write_random_exports
 
@@ -38,17 +38,26 @@ def test_pipeline_lists_every_stage_once_in_recipe_order():
     assert next(s for s in STEPS if s.stage == "recaption").carry is recaption_carry
 
 
+def test_eval_scores_exactly_the_ldm_runs_of_the_pipeline(tmp_path):
+    carried: list[str] = []
+    for overrides in (["caption=alt"], ["caption=blend", "caption.ratio=0.95"], ["caption=blend", "seed=1"]):
+        carried += ldm_carry(compose(["stage=ldm", f"paths.out_dir={quote(f'{tmp_path}/o,1')}", *overrides]), carried)
+    runs = compose(["stage=eval", *carried]).eval.runs
+    assert runs == [f"{tmp_path}/o,1/ldm/alt_dsc0.95_seed0", f"{tmp_path}/o,1/ldm/blend_dsc0.95_seed0",
+                    f"{tmp_path}/o,1/ldm/blend_dsc0.95_seed1"]
+
+
 @pytest.mark.parametrize("mode", ["shards", "sidecar"])
 def test_recaption_carry_points_later_steps_at_the_synthetic_captions(tmp_path, mode):
     cfg = compose(["stage=recaption", f"paths.out_dir={tmp_path}", f"recaption.mode={mode}"])
-    later = compose(["stage=latents", f"paths.out_dir={tmp_path}", f"recaption.mode={mode}", *recaption_carry(cfg)])
+    later = compose(["stage=latents", f"paths.out_dir={tmp_path}", f"recaption.mode={mode}", *recaption_carry(cfg, [])])
     if mode == "shards":
         assert later.data.train_shards == cfg.recaption.out_dir and later.data.sidecar_dir is None
     else:
         assert later.data.train_shards == cfg.data.train_shards and later.data.sidecar_dir == cfg.recaption.out_dir
     odd = compose(["stage=recaption", f"paths.out_dir={tmp_path}", "recaption.mode=sidecar",
                    "recaption.input_shards='/data/a,/data/b\\'s'"])
-    later = compose(["stage=latents", f"paths.out_dir={tmp_path}", *recaption_carry(odd)])
+    later = compose(["stage=latents", f"paths.out_dir={tmp_path}", *recaption_carry(odd, [])])
     assert later.data.train_shards == "/data/a,/data/b's"
 
 
