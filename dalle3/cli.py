@@ -38,12 +38,22 @@ GENERATE_ALIASES = {k: f"ldm.generate.{k}" for k in ("prompt", "n", "guidance", 
 "`dalle3-generate prompt=... n=... guidance=... steps=... seed=...`: short names of ldm.generate.*."
 
 
+REPORT_ALIASES = {"": "eval.out_dir"}
+"`dalle3-report DIR`: the positional argument is the evaluation folder."
+
+
 def expand_aliases(args: list[str], aliases: Mapping[str, str]) -> list[str]:
-    """``key=value`` arguments whose key is an alias become ``aliases[key]=value``."""
+    """``key=value`` arguments whose key is an alias become ``aliases[key]=value``; with an
+    alias for ``""``, a bare argument (no ``=``, not an option) becomes ``aliases[""]=argument``."""
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        out.append(f"{aliases[key]}={value}" if sep and key in aliases else arg)
+        if sep and key in aliases:
+            out.append(f"{aliases[key]}={value}")
+        elif not sep and "" in aliases and not arg.startswith("-"):
+            out.append(f"{aliases['']}='{arg}'")
+        else:
+            out.append(arg)
     return out
 
 
@@ -79,10 +89,12 @@ def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str], r
 
 world_main = _entry("dalle3-world", "world", ["world"])
 data_main = _entry("dalle3-data", "world", ["world"], renamed_to="dalle3-world")
-train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "vae", "latents", "ldm"])
+train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "vae", "latents", "ldm",
+                                             "judge"])
 recaption_main = _entry("dalle3-recaption", "recaption", ["recaption"])
 eval_main = _entry("dalle3-eval", "eval", ["eval"])
 generate_main = _entry("dalle3-generate", "generate", ["generate"], aliases=GENERATE_ALIASES)
+report_main = _entry("dalle3-report", "report", ["report"], aliases=REPORT_ALIASES)
 
 
 def pipeline_main() -> None:

@@ -64,6 +64,9 @@ class Step:
 # The DALL-E 3 recipe in order (PAPER.md "The pipeline").
 STEPS: tuple[Step, ...] = (
     Step("world"),
+    # The judge CLIP of the evaluation learns from the judge split only, which no captioner
+    # and no ldm ever sees.
+    Step("judge"),
     Step("captioner_pretrain"),
     Step("captioner_finetune", ("captioner.target=ssc",), "captioner_finetune_ssc"),
     Step("captioner_finetune", ("captioner.target=dsc",), "captioner_finetune_dsc"),

@@ -54,6 +54,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("ldm", "ldm", "train the latent diffusion model"),
     Stage("generate", "ldm", "sample images from prompts"),
     Stage("eval", "eval", "CLIP score, prompt following, blend sweep"),
+    Stage("judge", "eval", "train the judge CLIP on the judge split"),
+    Stage("report", "eval", "the HTML report of an evaluation folder"),
 ]}
 
 RENAMED: dict[str, str] = {"data": "world"}

@@ -56,6 +56,8 @@ class SplitSizes:
     "Samples in the `val` split (held out for evaluation)."
     annotated: int = 8192
     "Samples in the `annotated` split (stands in for the hand-written SSC/DSC corpora). With 2,048 the tiny DSC captioner memorises them within its training budget (benchmarks/RESULTS.md)."
+    judge: int = 4096
+    "Samples in the `judge` split: ground-truth DSC and alt captions that train only the evaluation's judge CLIP (stage=judge); no captioner or LDM reads it."
 
 
 @dataclass

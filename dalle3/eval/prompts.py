@@ -12,8 +12,6 @@ from dalle3.data.tarstream import TarSamples
 from dalle3.world.scene import Scene
 
 
-PROMPT_KINDS = ("dsc", "ssc", "alt")
-"The prompt kinds of the evaluation: descriptive, short synthetic and alt-text captions."
 
 
 @dataclass(frozen=True)

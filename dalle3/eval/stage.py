@@ -1,103 +1,123 @@
-"""The eval stage (`dalle3-eval`, `stage=eval`): score ldm runs on held-out prompts.
+"""The eval package's stages: eval (`dalle3-eval`), judge (`dalle3-train stage=judge`), report (`dalle3-report`).
 
-For every run: generate one image per held-out alt-text prompt and one per DSC prompt
-(same seeds for every run), with the run's EMA weights; report CLIP score for both
-prompt kinds (paper Fig. 4) and the exact prompt-following checks of
-:mod:`dalle3.eval.follow` on the DSC prompts. Writes ``results.json``, ``results.md``,
-``sweep.png`` and a sample grid per run under ``eval.out_dir``.
+``stage=eval`` scores the ldm runs it is given (``eval.runs``; the pipeline passes its own)
+on the held-out ``val`` prompts of every kind (DSC, SSC, alt-text): each image is judged by
+the judge CLIP (CLIP score against its prompt) and by the exact checks of what its prompt
+states, beside a ceiling and a chance row (:mod:`dalle3.eval.score`). It writes one record
+per (run, kind, prompt) to ``records.jsonl``, the runs' identities to ``runs.json``, the
+judge's validation to ``judge.json``, the captioners' recall on their recaptions to
+``captioners.json``, and the HTML report (:mod:`dalle3.eval.report`).
 """
 from __future__ import annotations
 
 import glob
-import json
 import os
 import time
-from typing import Any, Optional
-
-import torch
-from omegaconf import OmegaConf
+from typing import Any
 
 from dalle3.config.eval import validate_eval
 from dalle3.config.validate import ConfigError
-from dalle3.eval.clip_score import ClipScorer
-from dalle3.eval.follow import follow_scores
-from dalle3.eval.prompts import Prompt, load_prompts
-from dalle3.eval.report import markdown_table, plot, run_label
+from dalle3.utils.io import atomic_write_json, atomic_write_text
 from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
-def discover_runs(cfg: Any) -> list[str]:
-    """``eval.runs``, or every ldm run under ``paths.out_dir/ldm`` that has a last checkpoint."""
-    runs = list(cfg.eval.runs) or sorted(
-        os.path.dirname(os.path.dirname(p)) for p in glob.glob(os.path.join(cfg.paths.out_dir, "ldm", "*",
-                                                                            "checkpoints", "last.ckpt")))
+def resolve_runs(cfg: Any) -> list[str]:
+    """``eval.runs`` with globs expanded; each must be an ldm run folder with its run.json."""
+    from dalle3.ldm.run_info import RUN_FILE
+
+    runs: list[str] = []
+    for spec in cfg.eval.runs:
+        found = sorted(p for p in glob.glob(spec) if os.path.isfile(os.path.join(p, RUN_FILE))) \
+            if glob.has_magic(spec) else [spec]
+        runs += [r for r in found if r not in runs]
     if not runs:
-        raise ConfigError(f"eval.runs is empty and no ldm run with checkpoints/last.ckpt exists under "
-                          f"{cfg.paths.out_dir}/ldm; allowed: a list of ldm run folders (train one with stage=ldm)")
+        raise ConfigError("eval.runs names no ldm run; allowed: a list of ldm run folders (with run.json), e.g. "
+                          "eval.runs=[outputs/ldm/alt_dsc0.95_seed0] or 'eval.runs=[outputs/ldm/*]'")
+    for run in runs:
+        if not os.path.isfile(os.path.join(run, "checkpoints", "last.ckpt")):
+            raise ConfigError(f"eval.runs: {run!r} has no checkpoints/last.ckpt; allowed: a trained ldm run")
     return runs
 
 
-@torch.no_grad()
-def generate_for(cfg: Any, run_dir: str, texts: list[str]) -> tuple[torch.Tensor, Optional[int]]:
-    from dalle3.ldm.generate import load_trained_parts
-    from dalle3.ldm.model import build_sampler
-    from dalle3.ldm.sample import generate
+def load_judge(cfg: Any):
+    """The judge of ``eval.judge`` and its validation (computed on val when its export has none)."""
+    from dalle3.eval.judge import JudgeScorer, load_val_pairs, validate_judge_model
 
-    run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    run_cfg.ldm.generate.ckpt_dir, run_cfg.ldm.generate.checkpoint = run_dir, None
-    parts, ckpt = load_trained_parts(run_cfg, use_ema=True)
-    sampler, e = build_sampler(cfg.ldm.noise), cfg.eval
-    chunks = [generate(parts.unet, parts.vae, parts.tokenizer, parts.text_encoder, sampler, texts[i:i + e.batch_size],
-                       guidance=e.guidance, steps=e.steps, seed=e.seed + i)
-              for i in range(0, len(texts), e.batch_size)]
-    return torch.cat(chunks), ckpt.get("global_step")
-
-
-def score_run(cfg: Any, run_dir: str, prompts: list[Prompt], scorer: Optional[ClipScorer]) -> dict:
-    row = {**run_label(run_dir), "run_dir": run_dir}
-    with_alt = [p for p in prompts if p.alt.strip()]
-    dsc_images, row["step"] = generate_for(cfg, run_dir, [p.dsc for p in prompts])
-    truths = [p.scene for p in prompts]
-    if all(t is not None for t in truths):
-        row.update({f"follow_{k}": v for k, v in follow_scores(dsc_images, truths).items()})
-    if scorer is not None:
-        alt_images, _ = generate_for(cfg, run_dir, [p.alt for p in with_alt])
-        row["clip_alt"] = float(scorer(alt_images, [p.alt for p in with_alt]).mean())
-        row["clip_dsc"] = float(scorer(dsc_images, [p.dsc for p in prompts]).mean())
-    from dalle3.ldm.sample import image_grid, to_pil
-
-    os.makedirs(cfg.eval.out_dir, exist_ok=True)
-    to_pil(image_grid(dsc_images[:16], nrow=4)).save(os.path.join(cfg.eval.out_dir, f"{row['run'].replace(' ', '_')}_dsc.png"))
-    return row
+    judge = JudgeScorer.from_config(cfg.eval.judge)
+    if judge.validation is None:
+        images, captions = load_val_pairs(cfg.eval.prompts, cfg.eval.judge.val_samples, cfg.ldm.image_size)
+        judge.validation = validate_judge_model(judge, images, captions)
+    return judge
 
 
 def run_eval(cfg: Any) -> dict:
-    """Score every run of ``eval.runs`` (or every ldm run found); write the table, plot and grids."""
+    """Score every run of ``eval.runs`` with the ceiling and chance rows; write the records and the report."""
+    from dalle3.eval.captioners import recaption_recall
+    from dalle3.eval.prompts import load_prompts
+    from dalle3.eval.report import write_report
+    from dalle3.eval.score import reference_entries, reference_records, run_records
+    from dalle3.ldm.model import load_vae
+    from dalle3.ldm.run_info import read_run_info
+
     e = cfg.eval
     validate_eval(e)
-    runs = discover_runs(cfg)
-    t0 = time.time()
+    runs = resolve_runs(cfg)
+    infos = {run: read_run_info(run) for run in runs}
     prompts, skips = load_prompts(e.prompts, e.num_prompts)
-    if not prompts:
-        raise ConfigError(f"eval.prompts={e.prompts!r} holds no readable samples")
-    scorer = None
-    if e.clip_model and os.path.exists(e.clip_model):
-        scorer = ClipScorer.from_export(e.clip_model)
-    else:
-        log.warning("eval.clip_model=%r not found: CLIP score skipped (train captioner_pretrain first)", e.clip_model)
-    rows = []
-    for run_dir in runs:
-        log.info("eval: scoring %s on %d prompts", run_dir, len(prompts))
-        rows.append(score_run(cfg, run_dir, prompts, scorer))
+    if len(prompts) < 2:
+        raise ConfigError(f"eval.prompts={e.prompts!r} holds {len(prompts)} readable samples; allowed: at least 2")
+    t0 = time.time()
+    judge = load_judge(cfg)
     os.makedirs(e.out_dir, exist_ok=True)
-    table = markdown_table(rows)
-    with open(os.path.join(e.out_dir, "results.md"), "w") as f:
-        f.write(f"{len(prompts)} held-out prompts from {e.prompts}, guidance {e.guidance}, {e.steps} steps\n\n{table}\n")
-    with open(os.path.join(e.out_dir, "results.json"), "w") as f:
-        json.dump({"prompts": len(prompts), "skipped": skips.total, "rows": rows}, f, indent=2)
-    plot(rows, os.path.join(e.out_dir, "sweep.png"))
-    print(table)
-    return {"out_dir": e.out_dir, "runs": len(rows), "prompts": len(prompts), "seconds": round(time.time() - t0, 1),
-            "rows": [{k: v for k, v in r.items() if k != "run_dir"} for r in rows]}
+    records = reference_records(cfg, prompts, judge, load_vae(cfg.ldm.vae))
+    entries = reference_entries()
+    for run in runs:
+        log.info("eval: scoring %s (%s) on %d prompts of each kind", run, infos[run]["label"], len(prompts))
+        recs, ents = run_records(cfg, run, infos[run], prompts, judge)
+        records += recs
+        entries.update(ents)
+    atomic_write_text(os.path.join(e.out_dir, "records.jsonl"), "".join(_json_line(r) for r in records))
+    atomic_write_json(os.path.join(e.out_dir, "runs.json"), entries, indent=1)
+    atomic_write_json(os.path.join(e.out_dir, "judge.json"), judge.validation, indent=1)
+    recall = recaption_recall(e.recaptions) if e.recaptions and os.path.isdir(e.recaptions) else None
+    if recall is not None:
+        atomic_write_json(os.path.join(e.out_dir, "captioners.json"), recall, indent=1)
+    report = write_report(e.out_dir)
+    return {"out_dir": str(e.out_dir), "report": str(report), "runs": len(runs), "prompts": len(prompts),
+            "skipped": skips.total, "records": len(records), "seconds": round(time.time() - t0, 1)}
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def run_judge(cfg: Any) -> dict:
+    """Train the world judge CLIP on the judge split, export it and validate it on val (stage=judge)."""
+    from dalle3.config.eval import validate_judge
+    from dalle3.config.schema import validate
+    from dalle3.data.shards import validate_shards
+
+    validate(cfg)
+    validate_judge(cfg.eval.judge)
+    if cfg.eval.judge.model:
+        raise ConfigError(f"eval.judge.model={cfg.eval.judge.model!r}: stage=judge trains the world judge; a named "
+                          "open_clip model is used as it is; allowed: eval.judge.model=null")
+    validate_shards("data.train_shards", cfg.data.train_shards)
+    validate_shards("data.val_shards", cfg.data.val_shards)
+    from dalle3.eval.judge import train_judge
+
+    return train_judge(cfg)
+
+
+def run_report(cfg: Any) -> dict:
+    """Rebuild ``<eval.out_dir>/report/index.html`` from the evaluation's records (stage=report)."""
+    from dalle3.eval.report import write_report
+
+    out = cfg.eval.out_dir
+    if not os.path.isfile(os.path.join(out, "records.jsonl")):
+        raise ConfigError(f"eval.out_dir={out!r} holds no records.jsonl; allowed: the folder `dalle3-eval` wrote")
+    return {"report": str(write_report(out))}

@@ -2,8 +2,9 @@
 
 The evaluation and the report read this file, never the run's folder name. It holds the
 caption source, the synthetic kind and blend ratio, the share of DSC captions, the seed,
-the steps trained, a hash of the config that decides the model, and the captioner exports
-whose captions the training shards hold.
+the steps trained, a hash of the config that decides the model, the captioner exports
+whose captions the training shards hold, and the resolved ``ldm`` block (so a run is
+rebuilt with its own parts, whatever the evaluating config says).
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def run_info(cfg: Any, step: int) -> dict:
             "ratio": float(cfg.caption.ratio) if cfg.caption.source == "blend" else None,
             "shares": caption_shares(cfg.caption), "seed": int(cfg.seed), "steps": int(step),
             "max_steps": int(cfg.trainer.max_steps), "config_hash": config_hash(cfg),
-            "captioners": captioners_of(cfg), "run_dir": str(cfg.ldm.run_dir)}
+            "captioners": captioners_of(cfg), "run_dir": str(cfg.ldm.run_dir),
+            "ldm": OmegaConf.to_container(cfg.ldm, resolve=True) if OmegaConf.is_config(cfg.ldm) else None}
 
 
 def write_run_info(run_dir: str, info: dict) -> str:

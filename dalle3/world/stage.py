@@ -1,4 +1,5 @@
-"""The world stage (`dalle3-world`, `stage=world`): write the synthetic world's train/val/annotated shards."""
+"""The world stage (`dalle3-world`, `stage=world`): write the synthetic world's shards (every split of
+:data:`dalle3.world.writer.SPLITS`)."""
 from __future__ import annotations
 
 import time

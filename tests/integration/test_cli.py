@@ -29,10 +29,11 @@ def test_bad_world_value_fails_before_any_work(tmp_path):
 
 def test_old_command_and_stage_names_still_run_with_a_deprecation_line(tmp_path):
     out = _run("dalle3-data", "experiment=smoke", "datagen.sizes.train=4", "datagen.sizes.val=4",
-               "datagen.sizes.annotated=4", "datagen.workers=1", f"paths.data_dir={tmp_path}/w", cwd=tmp_path)
+               "datagen.sizes.annotated=4", "datagen.sizes.judge=4", "datagen.workers=1", f"paths.data_dir={tmp_path}/w",
+               cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "dalle3-data is deprecated; use dalle3-world" in out.stderr
-    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["annotated", "train", "val"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["annotated", "judge", "train", "val"]
     old = _run("dalle3-world", "stage=data", "world.image_size=48", cwd=tmp_path)
     assert "stage=data is deprecated; use stage=world" in old.stderr
     assert old.stderr.strip().splitlines()[-1].endswith("world.image_size=48 is not allowed; choose one of: 32 | 64")

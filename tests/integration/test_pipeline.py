@@ -33,7 +33,7 @@ def latent_dsc(out_dir) -> dict[str, str]:
 
 
 def test_pipeline_lists_every_stage_once_in_recipe_order():
-    assert [s.stage for s in STEPS] == ["world", "captioner_pretrain", "captioner_finetune", "captioner_finetune",
+    assert [s.stage for s in STEPS] == ["world", "judge", "captioner_pretrain", "captioner_finetune", "captioner_finetune",
                                          "recaption", "vae", "latents", "ldm", "ldm", "eval"]
     assert next(s for s in STEPS if s.stage == "recaption").carry is recaption_carry
 
@@ -67,7 +67,8 @@ def test_latents_after_recaption_hold_the_captioners_text_not_the_ground_truth(t
     out = tmp_path / "out"
     write_random_exports(out)
     overrides = ["experiment=smoke", f"paths.out_dir={out}", f"paths.data_dir={tmp_path / 'world'}",
-                 "datagen.sizes.train=64", "datagen.sizes.val=16", "datagen.sizes.annotated=16", "datagen.shard_size=32",
+                 "datagen.sizes.train=64", "datagen.sizes.val=16", "datagen.sizes.annotated=16", "datagen.sizes.judge=16",
+                 "datagen.shard_size=32",
                  "datagen.workers=1", f"recaption.mode={mode}", "recaption.decode.max_new_tokens=6",
                  "recaption.batch_size=32", "recaption.num_workers=0", "recaption.progress_bar=false",
                  "trainer.max_steps=2", "trainer.progress_bar=false", "data.num_workers=0", *TINY_CAPTIONER]

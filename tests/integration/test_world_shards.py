@@ -13,7 +13,7 @@ from dalle3.world.facts import scene_facts
 
 def test_composed_config_writes_a_readable_world(tmp_path):
     cfg = compose(["world=small32", f"paths.data_dir={tmp_path}", "datagen.sizes.train=40",
-                   "datagen.sizes.val=8", "datagen.sizes.annotated=8", "datagen.shard_size=16",
+                   "datagen.sizes.val=8", "datagen.sizes.annotated=8", "datagen.sizes.judge=8", "datagen.shard_size=16",
                    "datagen.workers=1"])
     written = write_world(cfg.paths.data_dir, cfg.datagen, cfg.world, progress=False)
     assert [len(written[s]) for s in ("train", "val", "annotated")] == [3, 1, 1]

@@ -1,0 +1,153 @@
+"""Ceiling and chance of the exact prompt-following checks, per prompt kind, on the world's ``val`` split.
+
+Usage: ``python benchmarks/eval_ceiling.py [--vae DIR | --steps N --batch N --lr X [--schedule cos|const]]
+[--val N] [--save DIR]``
+
+Writes a default world's ``val`` split (64 px, :func:`dalle3.world.writer.write_split`), reads it back
+through the data layer, and scores every prompt kind (dsc, ssc, alt) with :mod:`dalle3.eval.checks`:
+
+* ``render``: the 64 px images themselves (1.00 where the prompt is true of its scene);
+* ``ceiling``: the images resized to ``ldm.image_size`` and round-tripped through the tiny VAE;
+* ``chance``: each prompt against another prompt's ceiling image (a seeded derangement), and the
+  exact expectation over all pairs.
+
+Without ``--vae`` it trains ``conf/ldm/tiny.yaml``'s VAE first with the vae stage's module and loss on
+2048 train renders (a plain loop: AdamW, gradient clipping as ``trainer.gradient_clip_val``, an
+optional cosine decay to 0). Prints a markdown table and, last, a JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+KINDS = ("dsc", "ssc", "alt")
+
+
+def train_vae(steps: int, batch: int, lr: float, schedule: str, seed: int = 0):
+    """The tiny VAE trained on 2048 train renders at ``ldm.image_size``; returns (vae, psnr on 256 val)."""
+    from omegaconf import OmegaConf
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from dalle3.config import compose
+    from dalle3.config.schema import WorldConfig
+    from dalle3.eval.checks import resize_images
+    from dalle3.ldm.losses import psnr, vae_loss
+    from dalle3.ldm.vae import VAEModule
+    from dalle3.world.render import render
+    from dalle3.world.writer import make_sample
+
+    cfg = compose(["stage=vae"])
+    OmegaConf.resolve(cfg)
+    renders = lambda split, n: torch.stack([pil_to_tensor(render(make_sample(seed, split, i, WorldConfig())[0], 64))
+                                            .float() / 255 for i in range(n)])
+    train = resize_images(renders("train", 2048), cfg.ldm.image_size)
+    torch.manual_seed(seed)
+    module = VAEModule(cfg.ldm)
+    opt = torch.optim.AdamW(module.vae.parameters(), lr=lr, weight_decay=cfg.ldm.vae_train.weight_decay)
+    decay = (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))) if schedule == "cos" else (lambda s: 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        out = module(train[torch.randint(len(train), (batch,), generator=g)])
+        loss = vae_loss(out["recon"], out["target"], out["kl"], cfg.ldm.vae_train.kl_weight)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.vae.parameters(), cfg.trainer.gradient_clip_val)
+        opt.step()
+        sched.step()
+    vae = module.vae.eval()
+    val = resize_images(renders("val", 256), cfg.ldm.image_size)
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(val * 2 - 1).latent_dist.mode()).sample / 2 + 0.5
+    return vae, float(psnr(recon, val))
+
+
+def measure(vae, n: int, size: int, seed: int = 0) -> dict:
+    from dalle3.config.schema import WorldConfig
+    from dalle3.data.pipeline import build_pipeline
+    from dalle3.data.shards import expand_shards
+    from dalle3.eval.checks import (applicable_counts, ceiling_images, chance_permutation, check_images,
+                                    expected_chance, pass_rates)
+    from dalle3.eval.prompts import load_prompts
+    from dalle3.world.writer import write_split
+
+    root = tempfile.mkdtemp()
+    write_split(root, "val", n, 256, WorldConfig(), seed=seed, progress=False)
+    prompts, _ = load_prompts(f"{root}/val", n)
+    found = {s["key"]: s["image"] for s in build_pipeline(expand_shards(f"{root}/val"), image_size=64)}
+    val = torch.stack([found[p.key] for p in prompts])
+    real = ceiling_images(val, vae, size)
+    out = {}
+    for kind in KINDS:
+        idx = [i for i, p in enumerate(prompts) if p.text(kind).strip()]
+        texts = [prompts[i].text(kind) for i in idx]
+        ceiling = check_images(real[idx], texts)
+        chance = check_images(real[idx][chance_permutation(len(idx), seed)], texts)
+        out[kind] = {"prompts": len(idx), "applicable": applicable_counts(ceiling),
+                     "render": pass_rates(check_images(val[idx], texts)), "ceiling": pass_rates(ceiling),
+                     "chance": pass_rates(chance), "chance_expected": expected_chance(real[idx], texts)}
+    return out
+
+
+def table(result: dict) -> str:
+    from dalle3.eval.checks import CHECKS
+
+    fmt = lambda v: "n/a" if math.isnan(v) else f"{v:.3f}"
+    lines = ["| kind | row | " + " | ".join(CHECKS) + " |", "|---|---|" + "---:|" * len(CHECKS)]
+    for kind in KINDS:
+        for row in ("render", "ceiling", "chance", "chance_expected"):
+            lines.append(f"| {kind} | {row} | " + " | ".join(fmt(result[kind][row][c]) for c in CHECKS) + " |")
+    return "\n".join(lines)
+
+
+def _no_nan(value):
+    """NaN (a check no prompt states) as JSON null."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--vae", help="a saved AutoencoderKL folder (skips training)")
+    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=("cos", "const"), default="cos")
+    p.add_argument("--val", type=int, default=512)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save", help="save the trained VAE here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    summary: dict = {"val": args.val}
+    if args.vae:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae).eval()
+        summary["vae"] = args.vae
+    else:
+        vae, summary["vae_psnr"] = train_vae(args.steps, args.batch, args.lr, args.schedule)
+        summary.update(vae_steps=args.steps, vae_batch=args.batch, vae_lr=args.lr, schedule=args.schedule,
+                       train_seconds=round(time.time() - t0, 1))
+        if args.save:
+            vae.save_pretrained(args.save)
+    from dalle3.config import compose
+
+    summary["results"] = measure(vae, args.val, compose(["stage=vae"]).ldm.image_size)
+    summary["seconds"] = round(time.time() - t0, 1)
+    print(table(summary["results"]))
+    print(json.dumps(_no_nan(summary)))
+
+
+if __name__ == "__main__":
+    main()
