@@ -14,8 +14,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from dalle3.config import compose
 from dalle3.config.schema import WorldConfig
 from dalle3.eval.checks import CHECKS, ceiling_images, check_images, pass_rates, resize_images
-from dalle3.ldm.losses import psnr, vae_loss
-from dalle3.ldm.vae import VAEModule
+from dalle3.ldm.losses import psnr
 from dalle3.world.render import render
 from dalle3.world.writer import make_sample
 
@@ -53,23 +52,12 @@ def tiny_vae():
         # checks the ceiling in seconds; DALLE3_LONG_TESTS=1 trains it again here (~19 min).
         yield AutoencoderKL.from_pretrained(os.environ.get(VAE_ENV) or str(FIXTURE_VAE)).eval(), cfg.ldm.image_size
         return
+    from helpers.vae import train_vae
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # 32 px convs: a second thread on the shared CPU costs more than it gives
-    torch.manual_seed(0)
-    module = VAEModule(cfg.ldm)
-    images = resize_images(_renders("train", 2048)[1], cfg.ldm.image_size)
-    opt = torch.optim.AdamW(module.vae.parameters(), lr=VAE_LR, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / VAE_STEPS)))
-    g = torch.Generator().manual_seed(0)
-    for _ in range(VAE_STEPS):
-        out = module(images[torch.randint(len(images), (VAE_BATCH,), generator=g)])
-        loss = vae_loss(out["recon"], out["target"], out["kl"], cfg.ldm.vae_train.kl_weight)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.vae.parameters(), cfg.trainer.gradient_clip_val)
-        opt.step()
-        sched.step()
-    yield module.vae.eval(), cfg.ldm.image_size
+    vae, _ = train_vae(VAE_STEPS, VAE_BATCH, VAE_LR, "cos")
+    yield vae, cfg.ldm.image_size
     torch.set_num_threads(before)
 
 
