@@ -2,7 +2,9 @@
 
 Counts are kept per rank, summed over ranks once at epoch end (one collective, so DDP
 steps are not slowed), then logged as ``data/synthetic_share`` (captions whose kind is
-not ``alt`` / all captions) and ``data/skipped`` (sum of the batches' ``n_skipped``),
+not ``alt`` / all captions), ``data/synthetic_fallback_alt`` (samples that were to get a
+synthetic caption but had none, e.g. a failed recaption, and got alt-text) and
+``data/skipped`` (sum of the batches' ``n_skipped``),
 with a one-line summary on rank zero.
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dalle3.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FIELDS = ("samples", *(f"kind/{k}" for k in CAPTION_KINDS), "skipped", *(f"skip/{r}" for r in SKIP_REASONS))
+FIELDS = ("samples", *(f"kind/{k}" for k in CAPTION_KINDS), "synthetic_fallback_alt", "skipped",
+          *(f"skip/{r}" for r in SKIP_REASONS))
 "Layout of the count vector: one slot per name."
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 
@@ -30,6 +33,7 @@ def batch_counts(batch: dict) -> torch.Tensor:
     counts[_INDEX["samples"]] = len(kinds)
     for kind in kinds:
         counts[_INDEX[f"kind/{kind}"]] += 1
+    counts[_INDEX["synthetic_fallback_alt"]] = sum(bool(f) for f in (batch.get("caption_fallback") or []))
     counts[_INDEX["skipped"]] = int(batch.get("n_skipped", 0))
     for reason in (batch.get("skipped") or {}).get("reason", []):
         if f"skip/{reason}" in _INDEX:
@@ -49,7 +53,8 @@ def summary_line(epoch: int, stats: dict[str, float]) -> str:
     kinds = " ".join(f"{k}={int(stats[f'kind/{k}'])}" for k in CAPTION_KINDS)
     reasons = ", ".join(f"{r}: {int(stats[f'skip/{r}'])}" for r in SKIP_REASONS if stats[f"skip/{r}"])
     return (f"data epoch {epoch}: {int(stats['samples'])} samples, synthetic share "
-            f"{stats['synthetic_share']:.3f} ({kinds}), skipped {int(stats['skipped'])}"
+            f"{stats['synthetic_share']:.3f} ({kinds}), alt for want of a synthetic caption "
+            f"{int(stats['synthetic_fallback_alt'])}, skipped {int(stats['skipped'])}"
             + (f" ({reasons})" if reasons else ""))
 
 
@@ -74,7 +79,7 @@ class DataStats(pl.Callback):
         self.last = summarize(total.cpu())
         # already summed over ranks, so every rank holds the same number; sync_dist (a mean of
         # equal values) only keeps Lightning from warning about unsynced epoch-level logs
-        for name in ("synthetic_share", "skipped"):
+        for name in ("synthetic_share", "synthetic_fallback_alt", "skipped"):
             pl_module.log(f"data/{name}", self.last[name], on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
             log.info(summary_line(trainer.current_epoch, self.last))

@@ -4,14 +4,24 @@ For data sets too large to copy, the recaption job (``recaption.mode=sidecar``) 
 per input shard one small JSON-lines file, ``<sidecar_dir>/<shard stem>.captions.jsonl``
 (``000003.tar`` → ``000003.captions.jsonl``), one line per input sample:
 
-    {"key": "000030007", "ssc": "...", "dsc": "..."}     captioned
-    {"key": "000030008", "error": "bad_image"}            not captioned (bad sample)
+    {"key": "000030007", "ssc": "...", "dsc": "..."}                         captioned
+    {"key": "000030008", "recaption": "failed", "error": "bad_image"}         not captioned
 
 :class:`JoinSidecar` is the pipeline stage that joins them at load time: it puts each
 caption into the raw sample as a ``ssc.txt``/``dsc.txt`` member, exactly what an
 output shard of the default mode holds, so decoding and caption choice see no
 difference. Sidecar captions win over captions already inside the shard. Sidecars
 are parsed as JSON only (never unpickled).
+
+A sample the job could not caption must not train on whatever synthetic captions
+its shard already holds (in the synthetic world: the ground truth). Both modes mark
+it the same way (:func:`mark_failed_json`): the JSON gets ``"recaption": "failed"``
+and ``"recaption_error"``, its ``ssc``/``dsc`` move to ``orig_ssc``/``orig_dsc`` (kept,
+never read as captions), and ``ssc.txt``/``dsc.txt`` members are dropped. Output shards
+(``mode=shards``) are written that way; in sidecar mode :class:`JoinSidecar` does it at
+load time, for a failed line and for a key missing from an existing sidecar. The
+caption pick then falls back to alt-text and counts it
+(:class:`dalle3.data.captions.PickCaption`).
 """
 from __future__ import annotations
 
@@ -25,6 +35,43 @@ log = get_logger(__name__)
 SIDECAR_SUFFIX = ".captions.jsonl"
 CAPTION_FIELDS = ("ssc", "dsc")
 "Sidecar fields joined into samples, each as the ``<field>.txt`` member."
+RECAPTION_FIELD = "recaption"
+"JSON field (sample JSON and sidecar line) that marks a sample the job could not caption: ``\"failed\"``."
+FAILED = "failed"
+RECAPTION_ERROR = "recaption_error"
+"Sample JSON field: why the job could not caption it (a reason of :data:`dalle3.data.skips.SKIP_REASONS`)."
+
+
+def is_failed(entry: dict) -> bool:
+    """Whether a sidecar line says the job could not caption the sample (older sidecars: only ``error``)."""
+    return entry.get(RECAPTION_FIELD) == FAILED or "error" in entry
+
+
+def mark_failed_json(data: bytes, reason: str) -> Optional[bytes]:
+    """A sample JSON marked as not captioned (see the module docstring); ``None`` when it is not a JSON object."""
+    try:
+        meta = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    for kind in CAPTION_FIELDS:
+        old = meta.pop(kind, None)
+        if isinstance(old, str) and old and f"orig_{kind}" not in meta:
+            meta[f"orig_{kind}"] = old
+    meta[RECAPTION_FIELD], meta[RECAPTION_ERROR] = FAILED, reason
+    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+
+
+def strip_captions(sample: dict, reason: str) -> dict:
+    """Raw webdataset sample → the same, marked as not captioned: no ``ssc.txt``/``dsc.txt``, JSON marked."""
+    for kind in CAPTION_FIELDS:
+        sample.pop(f"{kind}.txt", None)
+    if "json" in sample:
+        marked = mark_failed_json(sample["json"], reason)
+        if marked is not None:  # an unreadable JSON is the decoder's to report (bad_json)
+            sample["json"] = marked
+    return sample
 
 
 def sidecar_name(shard: str) -> str:
@@ -65,31 +112,38 @@ class JoinSidecar:
         sidecar_dir: folder of ``*.captions.jsonl`` files (see the module docstring).
 
     A shard without a sidecar passes through unchanged, with one warning per shard
-    (its samples then train on what the shard itself holds, e.g. alt-text).
+    (its samples then train on what the shard itself holds, e.g. alt-text). A failed
+    line, or a key the shard's sidecar lacks, strips the sample's own synthetic
+    captions (:func:`strip_captions`): the captioners wrote nothing for it.
     """
 
     def __init__(self, sidecar_dir: str):
         self.sidecar_dir = sidecar_dir
         self._url: Optional[str] = None
-        self._entries: dict[str, dict] = {}
+        self._entries: Optional[dict[str, dict]] = None
 
-    def entries_for(self, url: str) -> dict[str, dict]:
+    def entries_for(self, url: str) -> Optional[dict[str, dict]]:
+        """The sidecar entries of shard ``url``; ``None`` when it has no sidecar."""
         if url != self._url:  # samples arrive shard by shard: one file read per shard visit
             path = os.path.join(self.sidecar_dir, sidecar_name(url))
             if os.path.exists(path):
                 self._entries = read_sidecar(path)
             else:
                 log.warning("no caption sidecar %s for shard %s; its samples keep their own captions", path, url)
-                self._entries = {}
+                self._entries = None
             self._url = url
         return self._entries
 
     def __call__(self, samples: Iterable[dict]) -> Iterator[dict]:
         for sample in samples:
-            entry = self.entries_for(sample.get("__url__", "")).get(sample["__key__"])
-            if entry:
-                for name in CAPTION_FIELDS:
-                    text = entry.get(name)
-                    if isinstance(text, str) and text:
-                        sample[f"{name}.txt"] = text.encode("utf-8")
+            entries = self.entries_for(sample.get("__url__", ""))
+            if entries is not None:
+                entry = entries.get(sample["__key__"])
+                if entry is None or is_failed(entry):
+                    strip_captions(sample, "not_in_sidecar" if entry is None else str(entry.get("error", FAILED)))
+                else:
+                    for name in CAPTION_FIELDS:
+                        text = entry.get(name)
+                        if isinstance(text, str) and text:
+                            sample[f"{name}.txt"] = text.encode("utf-8")
             yield sample

@@ -5,7 +5,10 @@ VAE posterior's moments, mean and log-variance stacked on the channel axis, floa
 read with ``allow_pickle=False``), ``{key}.txt`` (alt-text) and ``{key}.json``
 (``ssc``, ``dsc``, ``scene``). Captions are picked at load time by the data layer's
 :class:`~dalle3.data.captions.PickCaption`, so ``caption=alt|ssc|dsc|blend`` works the
-same on latents as on images.
+same on latents as on images. A sample the recaption job could not caption has empty
+``ssc``/``dsc`` here (its image shard holds them only as ``orig_*``, and recaption
+sidecars joined at load time strip them again, see :mod:`dalle3.data.sidecar`), so it
+trains on its alt-text and is counted as a fallback (``caption_fallback``).
 
 With ``ldm.latents.precompute_text`` a sample also holds ``{key}.text.safetensors``:
 the frozen text encoder's per-token hidden states of each caption it has (``alt``
@@ -156,7 +159,9 @@ class LatentDataModule(ShardDataModule):
     ``data.train_shards`` / ``data.val_shards`` should point at the latent folders
     (``ldm.latents.out_dir``/train, /val); the ldm stage sets them. With ``text``,
     batches carry ``context`` [B, L, D] (float16): the stored embedding of each
-    delivered caption (see :func:`decode_latent_sample`).
+    delivered caption (see :func:`decode_latent_sample`). ``caption_fallback`` lists,
+    per sample, whether a wanted synthetic caption was missing and alt-text was given
+    (sum it for :data:`~dalle3.data.captions.FALLBACK_COUNT`).
     """
 
     def __init__(self, data: Any, caption: Any = None, *, text: bool = False, **kwargs: Any):

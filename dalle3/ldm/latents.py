@@ -2,7 +2,10 @@
 
 Distributed and resumable through :func:`dalle3.data.offline.run_shard_job`: launch it
 on N ranks (torchrun, SLURM tasks, job arrays) and each encodes its own shards; rerun
-it and finished shards are skipped. No process group is needed.
+it and finished shards are skipped if they were made from the same inputs
+(:func:`latents_identity`: the image shard's path, size and mtime, its caption sidecar,
+the VAE and the image size), and redone otherwise. So latents of the raw world are not
+reused for the recaptioned shards of the same base name. No process group is needed.
 
 With ``ldm.latents.precompute_text`` the frozen text encoder also runs here, once per
 caption, and its hidden states go into each sample (:func:`dalle3.ldm.data.encode_text_member`);
@@ -18,9 +21,10 @@ import torch
 import webdataset as wds
 
 from dalle3.data.captions import CAPTION_KINDS
-from dalle3.data.offline import completed, forget, output_name
+from dalle3.data.offline import completed, forget, input_identity, output_name, path_identity
 from dalle3.data.pipeline import build_pipeline
 from dalle3.data.shards import assign_shards
+from dalle3.data.sidecar import sidecar_name
 from dalle3.dist.env import array_task, dist_env
 from dalle3.ldm.data import encode_latent_sample, encode_text_member
 from dalle3.ldm.text import encode_prompts
@@ -33,6 +37,24 @@ def split_spec(cfg: Any, split: str) -> str:
     """Image shards of a split: ``data.train_shards`` / ``data.val_shards``, else ``<data_dir>/<split>``."""
     return {"train": cfg.data.train_shards, "val": cfg.data.val_shards}.get(split) or \
         os.path.join(cfg.paths.data_dir, split)
+
+
+def vae_identity(vae_cfg: Any) -> dict:
+    """The VAE the latents come from: its local folder's files (:func:`path_identity`), else its hub name."""
+    folder = os.path.join(vae_cfg.pretrained, vae_cfg.subfolder or "") if vae_cfg.pretrained else ""
+    if folder and os.path.isdir(folder):
+        return path_identity(folder)
+    return {"hub": vae_cfg.pretrained, "subfolder": vae_cfg.subfolder}
+
+
+def latents_identity(shard: str, sidecar_dir: Optional[str], vae: dict, image_size: int) -> dict:
+    """What a latent shard depends on (its manifest ``source``): the image shard, its sidecar, the VAE, the size.
+
+    Args:
+        vae: :func:`vae_identity` (taken once per run).
+    """
+    sidecar = path_identity(os.path.join(sidecar_dir, sidecar_name(shard))) if sidecar_dir else None
+    return input_identity(shard, sidecar=sidecar, vae=vae, image_size=int(image_size))
 
 
 @torch.no_grad()

@@ -77,9 +77,14 @@ def _save_reconstructions(vae: Any, datamodule: Any, path: str, n: int = 8) -> s
 
 
 def run_latents(cfg: Any) -> dict:
-    """Encode every split in ``ldm.latents.splits`` into ``ldm.latents.out_dir/<split>``."""
+    """Encode every split in ``ldm.latents.splits`` into ``ldm.latents.out_dir/<split>``.
+
+    A finished latent shard is skipped only if it was made from the same image shard,
+    sidecar, VAE and image size (:func:`dalle3.ldm.latents.latents_identity`); the
+    summary's ``redone_input_changed`` counts the others, redone now.
+    """
     from dalle3.data.offline import run_shard_job
-    from dalle3.ldm.latents import encode_shard, redo_without_text, split_spec
+    from dalle3.ldm.latents import encode_shard, latents_identity, redo_without_text, split_spec, vae_identity
     from dalle3.ldm.model import load_vae
     from dalle3.ldm.text import load_or_create_text_encoder
 
@@ -94,7 +99,7 @@ def run_latents(cfg: Any) -> dict:
     if cfg.ldm.latents.precompute_text:
         tokenizer, encoder = load_or_create_text_encoder(cfg.ldm.text_encoder)
         text_encoder = (tokenizer, encoder.to(device))
-    sidecar_dir = cfg.data.sidecar_dir
+    sidecar_dir, vae_id, size = cfg.data.sidecar_dir, vae_identity(cfg.ldm.vae), cfg.ldm.image_size
     t0 = time.time()
     summary: dict[str, Any] = {"out_dir": str(cfg.ldm.latents.out_dir)}
     for split, shards in specs.items():
@@ -103,7 +108,7 @@ def run_latents(cfg: Any) -> dict:
         summary[split] = run_shard_job(
             shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size,
                                                            cfg.ldm.latents.batch_size, sidecar_dir, text_encoder),
-            name=f"latents/{split}")
+            name=f"latents/{split}", identity=lambda src: latents_identity(src, sidecar_dir, vae_id, size))
         summary[split]["redone_for_text"] = redone
     summary["seconds"] = round(time.time() - t0, 1)
     log.info("latents: %s", summary)
@@ -211,6 +216,7 @@ def run_ldm(cfg: Any) -> dict:
     summary["rank_memory"] = rank_memory(trainer)  # elements held by this rank (ZeRO shrinks them)
     stats = next((c.last for c in trainer.callbacks if isinstance(c, DataStats)), {})
     summary["synthetic_share"] = stats.get("synthetic_share")
+    summary["synthetic_fallback_alt"] = stats.get("synthetic_fallback_alt")
     return summary
 
 

@@ -4,8 +4,8 @@ The same command runs on 1 process, under ``torchrun --nproc_per_node=N``, under
 ``srun`` and as a SLURM job array. No process group is created: each process reads its
 place from :func:`dalle3.dist.env.dist_env` / :func:`array_task`, takes its shards with
 :func:`dalle3.data.offline.plan_shards` (a pure function of rank, world size and the
-shard list, minus completed shards), and works alone, so a dead rank never blocks
-another and a rerun finishes whatever is left.
+shard list, minus shards completed from the same input and captioners), and works
+alone, so a dead rank never blocks another and a rerun finishes whatever is left.
 
 Per rank: DataLoader workers read and decode whole shards (:mod:`dalle3.recaption.data`)
 while the main process runs both captioners on each batch (each image decoded once)
@@ -70,10 +70,13 @@ def load_generators(rc: Any, device) -> tuple[dict, int]:
 class Recaptioner:
     """Main-process side: caption chunks as they arrive and write, commit or abandon shard outputs."""
 
-    def __init__(self, generators: dict, rc: Any, env: DistEnv, task: ArrayTask, device):
+    def __init__(self, generators: dict, rc: Any, env: DistEnv, task: ArrayTask, device,
+                 sources: Optional[dict] = None):
         import torch
 
         self.generators, self.rc, self.env, self.task, self.device = generators, rc, env, task, device
+        self.sources = sources or {}
+        "Input shard → the identity its manifest entry records (:attr:`ShardPlan.sources`)."
         self.name_fn = output_name_fn(rc.mode)
         self.open: dict[str, Any] = {}
         self.started: dict[str, float] = {}
@@ -88,8 +91,8 @@ class Recaptioner:
         if shard not in self.open:
             final = os.path.join(self.rc.out_dir, self.name_fn(shard))
             remove_stale_tmp(final)  # left by a killed run; this process owns the shard now
-            if self.rc.overwrite:
-                forget(self.rc.out_dir, self.name_fn(shard))  # a crash mid-redo must leave it "incomplete"
+            # an overwrite or a changed input: a crash mid-redo must leave it "incomplete", not "done"
+            forget(self.rc.out_dir, self.name_fn(shard))
             tmp = tmp_output(final, self.env, self.task)
             self.open[shard] = (TarOutput if self.rc.mode == "shards" else SidecarOutput)(tmp)
             self.started[shard] = time.time()
@@ -130,7 +133,7 @@ class Recaptioner:
                  "ignored_members": end.ignored_members, "rank": self.env.rank, "task_id": self.task.task_id,
                  "captioners": {k: getattr(self.rc, k) for k in self.generators},
                  "seconds": round(time.time() - self.started.pop(end.shard, time.time()), 3)}
-        commit_shard(self.rc.out_dir, end.shard, out.path, name, stats)
+        commit_shard(self.rc.out_dir, end.shard, out.path, name, stats, self.sources.get(end.shard))
         self.clear_failure(name)
         self.done.append(stats)
 
@@ -182,7 +185,7 @@ def process(plan: ShardPlan, rc: Any, env: DistEnv, task: ArrayTask) -> tuple[Re
         torch.set_num_threads(int(rc.threads))
     device = pick_device(rc.device, env)
     generators, image_size = load_generators(rc, device)
-    job = Recaptioner(generators, rc, env, task, device)
+    job = Recaptioner(generators, rc, env, task, device, plan.sources)
     bar = tqdm(unit="img", desc=f"recaption t{task.task_id} r{env.rank}", position=env.local_rank,
                disable=not rc.progress_bar, dynamic_ncols=True, mininterval=1.0)
     n = 0
@@ -212,6 +215,7 @@ def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task
     return {"rank": env.rank, "world_size": env.world_size, "task_id": task.task_id, "task_count": task.task_count,
             "source": env.source, "host": socket.gethostname(), "pid": os.getpid(),
             "assigned": len(plan.mine), "done": len(done), "skipped": len(plan.skipped),
+            "redone_input_changed": len(plan.changed),
             "failed_shards": job.failed_shards if job else [],
             "input_samples": sum(s["input_samples"] for s in done),
             "output_samples": sum(s["output_samples"] for s in done),

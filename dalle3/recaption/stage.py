@@ -12,7 +12,7 @@ from typing import Any
 
 from dalle3.config.recaption import CAPTIONER_KINDS, validate_recaption
 from dalle3.config.validate import ConfigError
-from dalle3.data.offline import completed, plan_shards
+from dalle3.data.offline import completed, input_identity, path_identity, plan_shards
 from dalle3.data.shards import validate_shards
 from dalle3.dist.env import array_task, dist_env
 from dalle3.recaption.job import output_name_fn, process, rank_summary
@@ -48,6 +48,9 @@ def check_inputs(rc: Any) -> list[str]:
 def run_recaption(cfg: Any) -> dict:
     """Recaption this process's share of ``recaption.input_shards``; return its summary.
 
+    A shard finished earlier is skipped only if its manifest entry was made from the same
+    input shard (path, size, mtime) and the same captioner exports; otherwise it is redone.
+
     The return value is this rank's summary plus ``"job"``: the merged summary of every
     rank's latest attempt (also written to ``<out_dir>/summary.json``).
     """
@@ -57,9 +60,12 @@ def run_recaption(cfg: Any) -> dict:
     env, task = dist_env(use_torch=False), array_task()
     name_fn = output_name_fn(rc.mode)
     os.makedirs(rc.out_dir, exist_ok=True)
-    plan = plan_shards(shards, rc.out_dir, env, task, overwrite=rc.overwrite, name_fn=name_fn)
-    log.info("recaption: task %d/%d rank %d/%d owns %d of %d shards, %d already done", task.task_id,
-             task.task_count, env.rank, env.world_size, len(plan.mine), len(shards), len(plan.skipped))
+    captioners = {kind: path_identity(getattr(rc, kind)) for kind in CAPTIONER_KINDS if getattr(rc, kind)}
+    plan = plan_shards(shards, rc.out_dir, env, task, overwrite=rc.overwrite, name_fn=name_fn,
+                       identity=lambda shard: input_identity(shard, captioners=captioners))
+    log.info("recaption: task %d/%d rank %d/%d owns %d of %d shards, %d already done from the same input, "
+             "%d redone because their input or captioners changed", task.task_id, task.task_count, env.rank,
+             env.world_size, len(plan.mine), len(shards), len(plan.skipped), len(plan.changed))
     job, captioned = process(plan, rc, env, task) if plan.todo else (None, 0)
     mine = rank_summary(plan, job, env, task, started, time.time(), captioned)
     write_json(rank_file(rc.out_dir, task.task_id, env.rank), mine)

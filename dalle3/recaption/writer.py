@@ -3,10 +3,14 @@
 * :class:`TarOutput` (``mode=shards``): the input sample's members, in order and byte for
   byte, except that the JSON gets ``ssc``/``dsc`` fields and ``{key}.ssc.txt`` /
   ``{key}.dsc.txt`` members are added after the sample's other members (an older
-  synthetic caption member of the same kind is replaced). Samples that could not be
-  captioned are copied unchanged.
+  synthetic caption member of the same kind is replaced). A sample that could not be
+  captioned keeps its other members unchanged, but is marked failed
+  (:func:`dalle3.data.sidecar.mark_failed_json`: ``"recaption": "failed"``, its old
+  ``ssc``/``dsc`` moved to ``orig_ssc``/``orig_dsc``, ``ssc.txt``/``dsc.txt`` dropped), so
+  that training falls back to its alt-text instead of reading, e.g., the synthetic
+  world's ground truth as if the captioners had written it.
 * :class:`SidecarOutput` (``mode=sidecar``): one JSON line per input sample
-  (:mod:`dalle3.data.sidecar`).
+  (:mod:`dalle3.data.sidecar`), ``"recaption": "failed"`` with the reason for a failed one.
 
 Both count what they wrote, for the shard's manifest entry: output samples,
 captioned samples, failed samples by reason, and every failure with key and reason.
@@ -19,6 +23,7 @@ import tarfile
 from collections import Counter
 from typing import Optional
 
+from dalle3.data.sidecar import FAILED, RECAPTION_ERROR, RECAPTION_FIELD, mark_failed_json
 from dalle3.recaption.data import RawSample
 
 TAR_MTIME = 946684800
@@ -29,7 +34,8 @@ def recaptioned_json(data: bytes, captions: dict[str, str]) -> Optional[bytes]:
     """The JSON member with the synthetic captions set; ``None`` when it is not a JSON object.
 
     A differing caption already in the JSON (e.g. the synthetic world's ground truth)
-    is kept as ``orig_<kind>``, so recaptioning never destroys information.
+    is kept as ``orig_<kind>``, so recaptioning never destroys information. A failure
+    mark from an earlier recaption of the same sample is dropped.
     """
     try:
         meta = json.loads(data)
@@ -42,6 +48,9 @@ def recaptioned_json(data: bytes, captions: dict[str, str]) -> Optional[bytes]:
         if isinstance(old, str) and old != text and f"orig_{kind}" not in meta:
             meta[f"orig_{kind}"] = old
         meta[kind] = text
+    if meta.get(RECAPTION_FIELD) == FAILED:
+        meta.pop(RECAPTION_FIELD)
+        meta.pop(RECAPTION_ERROR, None)
     return json.dumps(meta, ensure_ascii=False).encode("utf-8")
 
 
@@ -90,8 +99,7 @@ class TarOutput(ShardOutput):
 
     def write(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
         if captions is None:
-            for name, _, data in sample.members:
-                self._add(name, data)
+            self.write_failed(sample)
             return
         replaced = {f"{kind}.txt" for kind in captions}
         for name, suffix, data in sample.members:
@@ -105,6 +113,16 @@ class TarOutput(ShardOutput):
             self._add(name, data)
         for kind, text in captions.items():
             self._add(f"{sample.key}.{kind}.txt", text.encode("utf-8"))
+
+    def write_failed(self, sample: RawSample) -> None:
+        """Copy a sample that could not be captioned, marked failed (see the module docstring)."""
+        reason = (sample.error or ("not_captioned", ""))[0]
+        for name, suffix, data in sample.members:
+            if suffix in ("ssc.txt", "dsc.txt"):
+                continue  # a caption not written by these captioners must not train as theirs
+            if suffix == "json":
+                data = mark_failed_json(data, reason) or data  # not an object: the decoder skips it (bad_json)
+            self._add(name, data)
 
     def close(self) -> None:
         self.tar.close()
@@ -120,7 +138,7 @@ class SidecarOutput(ShardOutput):
     def write(self, sample: RawSample, captions: Optional[dict[str, str]]) -> None:
         entry: dict = {"key": sample.key}
         if captions is None:
-            entry["error"] = (sample.error or ("not_captioned", ""))[0]
+            entry[RECAPTION_FIELD], entry["error"] = FAILED, (sample.error or ("not_captioned", ""))[0]
         else:
             entry.update(captions)
         self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")

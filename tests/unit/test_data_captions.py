@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dalle3.data.captions import PickCaption, blend_draw, pick_caption
+from dalle3.data.captions import PickCaption, blend_draw, pick_caption, wanted_kind
 
 N = 4000
 KEYS = [f"{i:09d}" for i in range(N)]
@@ -82,3 +82,20 @@ def test_pick_caption_stage_reads_a_live_epoch():
     assert first == [pick_caption(k, **caps(k), source="blend", ratio=0.5, epoch=0)[1] for k in KEYS[:200]]
     assert second == [pick_caption(k, **caps(k), source="blend", ratio=0.5, epoch=1)[1] for k in KEYS[:200]]
     assert first != second
+
+
+def test_pick_caption_stage_marks_counts_and_warns_about_fallbacks(caplog):
+    stage = PickCaption("blend", "dsc", 0.5, seed=0, warn_first=2, warn_every=3)
+    samples = [{"key": k, **caps(k)} for k in KEYS[:400]]
+    for s in samples[::2]:
+        s["dsc"] = ""  # e.g. the recaption job could not caption it
+    out = list(stage(dict(s) for s in samples))
+    wanted = [wanted_kind(s["key"], "blend", "dsc", 0.5) for s in samples]
+    expect = [w == "dsc" and not s["dsc"] for w, s in zip(wanted, samples)]
+    assert [s["caption_fallback"] for s in out] == expect and 50 < sum(expect) < 150
+    assert all(s["caption"] == s["alt"] and s["caption_kind"] == "alt" for s, e in zip(out, expect) if e)
+    assert stage.fallbacks == sum(expect)
+    lines = [r.getMessage() for r in caplog.records if "alt-text" in r.getMessage()]
+    first = next(s["key"] for s, e in zip(out, expect) if e)
+    assert len(lines) == 2 + sum(expect) // 3 and repr(first) in lines[0]  # the first few by key, then every 3rd
+    assert not any(s["caption_fallback"] for s in PickCaption("alt")(dict(s) for s in samples))

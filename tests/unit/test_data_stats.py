@@ -16,7 +16,8 @@ from helpers.shards import write_shards
 
 
 def test_batch_counts_and_summary():
-    batch = {"caption_kind": ["dsc", "alt", "dsc", "dsc"], "n_skipped": torch.tensor(3),
+    batch = {"caption_kind": ["dsc", "alt", "dsc", "dsc"], "caption_fallback": [False, True, False, False],
+             "n_skipped": torch.tensor(3),
              "skipped": {"key": ["a", "b", "c"], "reason": ["bad_json", "bad_json", "too_large"]}}
     stats = summarize(batch_counts(batch) + batch_counts({**batch, "caption_kind": ["alt"] * 4,
                                                           "n_skipped": torch.tensor(0), "skipped": {}}))
@@ -24,6 +25,7 @@ def test_batch_counts_and_summary():
     assert stats["skipped"] == 3 and stats["skip/bad_json"] == 2 and stats["skip/too_large"] == 1
     line = summary_line(4, stats)
     assert "\n" not in line and "epoch 4" in line and "0.375" in line and "bad_json: 2" in line
+    assert stats["synthetic_fallback_alt"] == 2 and "synthetic caption 2," in line  # the failed recaption, twice
 
 
 def test_callback_logs_epoch_totals_of_what_the_model_saw(tmp_path):

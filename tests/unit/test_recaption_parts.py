@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from dalle3.config import ConfigError, compose
+from dalle3.config.schema import CaptionConfig
 from dalle3.data.offline import commit_shard, plan_shards, remove_stale_tmp, tmp_output
 from dalle3.data.pipeline import build_pipeline
-from dalle3.data.sidecar import read_sidecar, sidecar_name
+from dalle3.data.sidecar import mark_failed_json, read_sidecar, sidecar_name
 from dalle3.dist.env import ArrayTask, DistEnv
 from dalle3.recaption.data import RawSample, RecaptionSource, ShardEnd, read_raw_samples
 from dalle3.recaption.stage import check_config
@@ -74,41 +75,76 @@ def test_tar_output_keeps_every_member_and_adds_the_captions(tmp_path):
                             ("k1.pyd", "pyd", b"\x80\x04pickle"), ("k1.ssc.txt", "ssc.txt", b"old")])
     bad = RawSample("k2", [("k2.png", "png", b""), ("k2.json", "json", b"{broken")], error=("empty_image", ""))
     nojson = RawSample("k3", [("k3.jpg", "jpg", b"J"), ("k3.json", "json", b"[1]")])
+    truth = {"caption": "alt 4", "ssc": "truth s4", "dsc": "truth d4", "scene": {"n": 1}}
+    big = RawSample("k4", [("k4.png", "png", b"BIG"), ("k4.json", "json", json.dumps(truth).encode()),
+                           ("k4.dsc.txt", "dsc.txt", b"an older caption")], error=("too_large", "9x9 > 4"))
     out = TarOutput(str(tmp_path / "o.tar"))
     out.add(good, {"ssc": "new short", "dsc": "new long"})
     out.add(bad, None)
     out.add(nojson, {"ssc": "s3", "dsc": "d3"})
+    out.add(big, None)
     out.close()
     members = _members(tmp_path / "o.tar")
     assert [n for n, _ in members] == ["k1.png", "k1.json", "k1.pyd", "k1.ssc.txt", "k1.dsc.txt",
-                                       "k2.png", "k2.json", "k3.jpg", "k3.json", "k3.ssc.txt", "k3.dsc.txt"]
+                                       "k2.png", "k2.json", "k3.jpg", "k3.json", "k3.ssc.txt", "k3.dsc.txt",
+                                       "k4.png", "k4.json"]
     data = dict(members)
     assert data["k1.png"] == b"PNGDATA" and data["k1.pyd"] == b"\x80\x04pickle"  # copied, never interpreted
     assert data["k1.ssc.txt"] == b"new short" and data["k1.dsc.txt"] == b"new long"
     assert json.loads(data["k1.json"]) == {"caption": "alt", "ssc": "new short", "dsc": "new long",
                                            "orig_ssc": "truth short"}
     assert data["k2.json"] == b"{broken" and data["k3.json"] == b"[1]"  # untouched
-    assert out.stats() == {"output_samples": 3, "captioned": 2, "failed": {"empty_image": 1},
-                           "errors": [{"key": "k2", "reason": "empty_image", "detail": ""}], "json_untouched": 1}
+    # not captioned: its ground truth is kept aside, never where the data layer reads synthetic captions
+    assert data["k4.png"] == b"BIG" and json.loads(data["k4.json"]) == {
+        "caption": "alt 4", "scene": {"n": 1}, "orig_ssc": "truth s4", "orig_dsc": "truth d4",
+        "recaption": "failed", "recaption_error": "too_large"}
+    assert out.stats() == {"output_samples": 4, "captioned": 2, "failed": {"empty_image": 1, "too_large": 1},
+                           "errors": [{"key": "k2", "reason": "empty_image", "detail": ""},
+                                      {"key": "k4", "reason": "too_large", "detail": "9x9 > 4"}],
+                           "json_untouched": 1}
+
+
+def test_a_sample_captioned_on_a_rerun_loses_its_failure_mark(tmp_path):
+    failed = {"caption": "a", "orig_dsc": "truth", "recaption": "failed", "recaption_error": "too_large"}
+    out = TarOutput(str(tmp_path / "o.tar"))
+    out.add(RawSample("k1", [("k1.png", "png", b"P"), ("k1.json", "json", json.dumps(failed).encode())]),
+            {"ssc": "s", "dsc": "d"})
+    out.close()
+    assert json.loads(dict(_members(tmp_path / "o.tar"))["k1.json"]) == \
+        {"caption": "a", "orig_dsc": "truth", "ssc": "s", "dsc": "d"}
 
 
 def test_sidecar_is_joined_into_samples_by_the_data_layer(tmp_path):
     shard = tmp_path / "in" / "00007.tar"
     shard.parent.mkdir()
-    keys = write_shard(shard, 7, 4, size=32, bad={3: "empty"})
+    keys = write_shard(shard, 7, 6, size=32, bad={3: "empty"}, txt_captions=True)
+    captioned, failed, absent = keys[:3], keys[3], keys[4]  # keys[3] is sample 4: the job refused its image
     side = tmp_path / "side"
     side.mkdir()
     out = SidecarOutput(str(side / sidecar_name(str(shard))))
-    for i, key in enumerate(keys):
+    for i, key in enumerate(captioned):
         out.add(RawSample(key), {"ssc": f"gen s {i}", "dsc": f"gen d {i}"})
     out.add(RawSample(sample_key(7, 3), error=("empty_image", "")), None)
+    out.add(RawSample(failed, error=("too_large", "")), None)
     out.close()
-    assert read_sidecar(out.path)[sample_key(7, 3)] == {"key": sample_key(7, 3), "error": "empty_image"}
-    samples = list(build_pipeline([str(shard)], image_size=32, sidecar_dir=str(side)))
+    assert read_sidecar(out.path)[sample_key(7, 3)] == {"key": sample_key(7, 3), "recaption": "failed",
+                                                        "error": "empty_image"}
+    caption = CaptionConfig(source="dsc")
+    samples = list(build_pipeline([str(shard)], image_size=32, sidecar_dir=str(side), caption=caption))
     assert [(s["key"], s["ssc"], s["dsc"]) for s in samples] == \
-        [(k, f"gen s {i}", f"gen d {i}") for i, k in enumerate(keys)]
+        [(k, f"gen s {i}", f"gen d {i}") for i, k in enumerate(captioned)] + [(failed, "", ""), (absent, "", "")]
+    # neither the shard's JSON ground truth nor its own .dsc.txt trains as the captioners' caption
+    assert [(s["caption"], s["caption_kind"], s["caption_fallback"]) for s in samples[3:]] == \
+        [(f"alt {failed}", "alt", True), (f"alt {absent}", "alt", True)]
+    assert not any(s["caption_fallback"] for s in samples[:3])
     plain = list(build_pipeline([str(shard)], image_size=32, sidecar_dir=str(tmp_path / "none")))
-    assert [s["dsc"] for s in plain] == [f"dsc {k}" for k in keys]  # no sidecar: the shard's own captions
+    assert [s["dsc"] for s in plain] == [f"txt dsc {k}" for k in keys]  # no sidecar: the shard's own captions
+
+
+def test_mark_failed_json_keeps_the_ground_truth_aside():
+    marked = json.loads(mark_failed_json(json.dumps({"ssc": "s", "dsc": "", "orig_ssc": "older"}).encode(), "x"))
+    assert marked == {"orig_ssc": "older", "recaption": "failed", "recaption_error": "x"}
+    assert mark_failed_json(b"[1]", "x") is None and mark_failed_json(b"{cut", "x") is None
 
 
 def test_reader_records_every_kind_of_bad_sample(tmp_path):
