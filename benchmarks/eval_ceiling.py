@@ -1,7 +1,7 @@
 """Ceiling and chance of the exact prompt-following checks, per prompt kind, on the world's ``val`` split.
 
 Usage: ``python benchmarks/eval_ceiling.py [--vae DIR | --steps N --batch N --lr X [--schedule cos|const]]
-[--val N] [--save DIR]``
+[--val N] [--split val|dev] [--save DIR]``
 
 Writes a default world's ``val`` split (64 px, :func:`dalle3.world.writer.write_split`), reads it back
 through the data layer, and scores every prompt kind (dsc, ssc, alt) with :mod:`dalle3.eval.checks`:
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # helper
 KINDS = ("dsc", "ssc", "alt")
 
 
-def measure(vae, n: int, size: int, seed: int = 0) -> dict:
+def measure(vae, n: int, size: int, seed: int = 0, split: str = "val") -> dict:
     from dalle3.config.schema import WorldConfig
     from dalle3.data.pipeline import build_pipeline
     from dalle3.data.shards import expand_shards
@@ -43,9 +43,9 @@ def measure(vae, n: int, size: int, seed: int = 0) -> dict:
     from dalle3.world.writer import write_split
 
     root = tempfile.mkdtemp()
-    write_split(root, "val", n, 256, WorldConfig(), seed=seed, progress=False)
-    prompts, _ = load_prompts(f"{root}/val", n)
-    found = {s["key"]: s["image"] for s in build_pipeline(expand_shards(f"{root}/val"), image_size=64)}
+    write_split(root, split, n, 256, WorldConfig(), seed=seed, progress=False)
+    prompts, _ = load_prompts(f"{root}/{split}", n)
+    found = {s["key"]: s["image"] for s in build_pipeline(expand_shards(f"{root}/{split}"), image_size=64)}
     val = torch.stack([found[p.key] for p in prompts])
     real = ceiling_images(val, vae, size)
     out = {}
@@ -85,13 +85,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=("cos", "const"), default="cos")
-    p.add_argument("--val", type=int, default=512)
+    p.add_argument("--val", type=int, default=512, help="prompts (images) of the split to score")
+    p.add_argument("--split", default="val", choices=("val", "dev"),
+                   help="dev: screening a VAE recipe without touching the held-out val prompts")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", help="save the trained VAE here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    summary: dict = {"val": args.val}
+    summary: dict = {"val": args.val, "split": args.split}
     if args.vae:
         from diffusers import AutoencoderKL
 
@@ -107,7 +109,7 @@ def main() -> None:
             vae.save_pretrained(args.save)
     from dalle3.config import compose
 
-    summary["results"] = measure(vae, args.val, compose(["stage=vae"]).ldm.image_size)
+    summary["results"] = measure(vae, args.val, compose(["stage=vae"]).ldm.image_size, split=args.split)
     summary["seconds"] = round(time.time() - t0, 1)
     print(table(summary["results"]))
     print(json.dumps(_no_nan(summary)))

@@ -58,6 +58,8 @@ class SplitSizes:
     "Samples in the `annotated` split (stands in for the hand-written SSC/DSC corpora). With 2,048 the tiny DSC captioner memorises them within its training budget (benchmarks/RESULTS.md)."
     judge: int = 4096
     "Samples in the `judge` split: ground-truth DSC and alt captions that train only the evaluation's judge CLIP (stage=judge); no captioner or LDM reads it."
+    dev: int = 512
+    "Samples in the `dev` split: prompts for screening LDM and evaluation settings (`eval.prompts=${paths.data_dir}/dev`), so the held-out `val` prompts are never tuned on."
 
 
 @dataclass

@@ -7,13 +7,13 @@ and the ``scene``).
 Keys and file names: ``key = f"{shard_id:05d}{index_in_shard:04d}"`` and the shard file
 is ``{out_dir}/{split}/{shard_id:05d}.tar``, as in img2dataset (a key's first five
 digits name its tar). ``shard_id`` starts at a per-split offset (train 0, val 10000,
-annotated 20000, judge 30000), so keys are unique across splits and recaptions or latents
+annotated 20000, judge 30000, dev 40000), so keys are unique across splits and recaptions or latents
 from different splits can never be confused.
 
 Adding a split changes no other split: a sample's seed hashes only (seed, its own split,
 index) and each split's shard ids start at its own fixed offset, so the ``judge`` split
-(the judge CLIP's training data, :mod:`dalle3.eval.judge`) left train, val and annotated
-byte-identical (tests/unit/test_eval_judge.py pins their members).
+(the judge CLIP's training data, :mod:`dalle3.eval.judge`) and the ``dev`` split (screening
+prompts) left train, val and annotated byte-identical (tests/unit/test_eval_judge.py pins their members).
 
 Determinism: a sample is a pure function of (seed, split, index): its ``random.Random``
 is seeded from a hash of the three, so shards can be written in any order, by any
@@ -41,9 +41,10 @@ from dalle3.world.captions import make_captions
 from dalle3.world.render import render
 from dalle3.world.scene import Scene, sample_scene
 
-SPLITS = ("train", "val", "annotated", "judge")
-"""``judge``: ground-truth captions for the evaluation's judge CLIP only; no captioner or LDM reads it."""
-SPLIT_SHARD_OFFSET = {"train": 0, "val": 10000, "annotated": 20000, "judge": 30000}
+SPLITS = ("train", "val", "annotated", "judge", "dev")
+"""``judge``: ground-truth captions for the evaluation's judge CLIP only; no captioner or LDM reads it.
+``dev``: prompts for screening model and evaluation settings, so that ``val`` stays held out."""
+SPLIT_SHARD_OFFSET = {"train": 0, "val": 10000, "annotated": 20000, "judge": 30000, "dev": 40000}
 """First shard id of each split (keys stay unique across splits)."""
 MAX_SHARD_SIZE = 10000
 """The key holds the index within a shard in 4 digits."""
@@ -207,7 +208,7 @@ def write_split(out_dir: str, split: str, n: int, shard_size: int, world_cfg: An
 
 
 def write_world(out_dir: str, gen_cfg: Any, world_cfg: Any, progress: bool = True) -> dict[str, list[str]]:
-    """Write the ``train``, ``val``, ``annotated`` and ``judge`` splits with ``gen_cfg.sizes``.
+    """Write the ``train``, ``val``, ``annotated``, ``judge`` and ``dev`` splits with ``gen_cfg.sizes``.
 
     Args:
         out_dir: root folder (``paths.data_dir``).

@@ -33,7 +33,7 @@ def test_old_command_and_stage_names_still_run_with_a_deprecation_line(tmp_path)
                cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "dalle3-data is deprecated; use dalle3-world" in out.stderr
-    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["annotated", "judge", "train", "val"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["annotated", "dev", "judge", "train", "val"]
     old = _run("dalle3-world", "stage=data", "world.image_size=48", cwd=tmp_path)
     assert "stage=data is deprecated; use stage=world" in old.stderr
     assert old.stderr.strip().splitlines()[-1].endswith("world.image_size=48 is not allowed; choose one of: 32 | 64")

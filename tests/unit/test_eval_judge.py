@@ -121,20 +121,28 @@ def _digest(paths, with_images):
     return h.hexdigest()
 
 
-def test_adding_the_judge_split_leaves_train_val_annotated_byte_identical(tmp_path):
-    assert SPLITS[-1] == "judge" and SPLIT_SHARD_OFFSET["judge"] == 30000 and SplitSizes().judge == 4096
+def test_adding_the_judge_and_dev_splits_leaves_train_val_annotated_byte_identical(tmp_path):
+    assert SPLITS[-2:] == ("judge", "dev") and SPLIT_SHARD_OFFSET["judge"] == 30000
+    assert SPLIT_SHARD_OFFSET["dev"] == 40000 and SplitSizes().judge == 4096 and SplitSizes().dev == 512
     out = {}
-    for judge in (0, 5):
-        gen = DataGenConfig(sizes=SplitSizes(train=6, val=3, annotated=4, judge=judge), shard_size=4, workers=1)
-        out[judge] = write_world(str(tmp_path / str(judge)), gen, WorldConfig(image_size=32), progress=False)
+    for extra in (0, 5):
+        gen = DataGenConfig(sizes=SplitSizes(train=6, val=3, annotated=4, judge=extra, dev=extra), shard_size=4,
+                            workers=1)
+        out[extra] = write_world(str(tmp_path / str(extra)), gen, WorldConfig(image_size=32), progress=False)
     for split, digest in MEMBER_DIGESTS.items():
-        assert _digest(out[5][split], False) == digest  # same keys, captions and scenes as before the split
+        assert _digest(out[5][split], False) == digest  # same keys, captions and scenes as before the splits
         assert _digest(out[5][split], True) == _digest(out[0][split], True)  # and the same bytes
-    assert out[0]["judge"] == [] and len(out[5]["judge"]) == 2
-    with tarfile.open(out[5]["judge"][0]) as tar:
-        assert tar.getnames()[0] == "300000000.png"
-    meta = json.loads(tarfile.open(out[5]["judge"][0]).extractfile("300000000.json").read())
-    assert meta["split"] == "judge" and meta["dsc"] and "caption" in meta  # ground-truth DSC and alt
+    for split, first in (("judge", "300000000"), ("dev", "400000000")):
+        assert out[0][split] == [] and len(out[5][split]) == 2
+        with tarfile.open(out[5][split][0]) as tar:
+            assert tar.getnames()[0] == first + ".png"
+            meta = json.loads(tar.extractfile(first + ".json").read())
+        assert meta["split"] == split and meta["dsc"] and "caption" in meta  # ground-truth DSC and alt
+    dev_dsc = {json.loads(tarfile.open(p).extractfile(m).read())["dsc"] for p in out[5]["dev"]
+               for m in tarfile.open(p).getnames() if m.endswith(".json")}
+    val_dsc = {json.loads(tarfile.open(p).extractfile(m).read())["dsc"] for p in out[5]["val"]
+               for m in tarfile.open(p).getnames() if m.endswith(".json")}
+    assert not dev_dsc & val_dsc  # dev prompts are other scenes than the held-out val prompts
 
 
 # -- training a tiny judge (shared by the next tests) --------------------------------------------

@@ -58,10 +58,10 @@ def test_shard_has_img2dataset_members_and_fields(tmp_path):
 
 
 def test_keys_are_unique_across_splits(tmp_path):
-    gen = DataGenConfig(sizes=SplitSizes(train=6, val=3, annotated=4, judge=2), shard_size=4, workers=1)
+    gen = DataGenConfig(sizes=SplitSizes(train=6, val=3, annotated=4, judge=2, dev=3), shard_size=4, workers=1)
     written = write_world(str(tmp_path), gen, CFG, progress=False)
     keys = [name.split(".")[0] for paths in written.values() for p in paths for name in members(p)]
-    assert len(set(keys)) == 6 + 3 + 4 + 2
+    assert len(set(keys)) == 6 + 3 + 4 + 2 + 3
     stats = json.loads(read(tmp_path / "annotated/_stats.json"))
     assert (stats["samples"], stats["shards"], stats["first_shard_id"]) == (4, 1, 20000)
     # The splits hold different scenes even though they share the world seed.
