@@ -39,6 +39,8 @@ def train(args: argparse.Namespace, stage: str, steps: int, extra: list[str]) ->
     from dalle3.config import compose
     from dalle3.stages import run_stage
 
+    if steps is None:  # the stage's own length: the preset's captioner.pretrain_steps / finetune_steps
+        steps = int(compose([f"stage={stage}", *stage_overrides(args), *extra]).trainer.max_steps)
     cfg = compose([f"stage={stage}", *stage_overrides(args), f"trainer.max_steps={steps}",
                    f"trainer.val_check_interval={steps}", *extra])
     export = Path(cfg.paths.run_dir) / "export"
@@ -54,6 +56,7 @@ def train(args: argparse.Namespace, stage: str, steps: int, extra: list[str]) ->
     summary["seconds"], summary["cpu_seconds"] = round(time.time() - t0, 1), round(cpu_seconds() - c0, 1)
     print(f"{stage} {extra}: {steps} steps in {summary['seconds']} s wall, {summary['cpu_seconds']} s CPU, "
           f"train loss {summary.get('train/loss')}, val loss {summary.get('val/loss')}", flush=True)
+    summary["steps"] = steps
     return summary
 
 
@@ -106,9 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/caption_quality")
     parser.add_argument("--experiment", default="captioner_quality", help="conf/experiment/ delta")
-    parser.add_argument("--pretrain-steps", type=int, default=150)
-    parser.add_argument("--ssc-steps", type=int, default=100)
-    parser.add_argument("--dsc-steps", type=int, default=2450)
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="default: the preset's captioner.pretrain_steps")
+    parser.add_argument("--ssc-steps", type=int, default=None, help="default: the preset's captioner.finetune_steps.ssc")
+    parser.add_argument("--dsc-steps", type=int, default=None, help="default: the preset's captioner.finetune_steps.dsc")
     parser.add_argument("--dsc-batch", type=int, default=None, help="global batch of the DSC fine-tune only "
                         "(default: the experiment's data.global_batch_size)")
     parser.add_argument("--val", type=int, default=512, help="val images to caption")
@@ -142,7 +145,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "caption_quality", "train_seconds": round(train_s, 1),
                       "train_cpu_seconds": round(train_cpu, 1),
                       "devices": args.devices,
-                      "steps": {"alt": args.pretrain_steps, "ssc": args.ssc_steps, "dsc": args.dsc_steps},
+                      "steps": {name: run["steps"] for name, run in runs.items()},
                       "dsc_batch": args.dsc_batch,
                       "results": {n: {k: v for k, v in r.items() if k != "_meta"} for n, r in results.items()},
                       "dsc_count_by_kind": {k: round(v["recall"], 3) for k, v in

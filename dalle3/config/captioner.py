@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
 
@@ -161,6 +161,10 @@ class CaptionerConfig:
     "Linear warm-up steps before the cosine decay."
     min_lr_ratio: float = 0.1
     "The cosine decays to lr * min_lr_ratio at trainer.max_steps."
+    pretrain_steps: int = 150
+    "The preset's training steps of stage=captioner_pretrain (the stage's trainer.max_steps); benchmarks/caption_quality.py measures the same."
+    finetune_steps: Dict[str, int] = field(default_factory=lambda: {"ssc": 100, "dsc": 2450})
+    "The preset's training steps of stage=captioner_finetune per captioner.target (the stage's trainer.max_steps)."
     trim_text: bool = False
     "Cut each batch's token rows after its longest caption: cheaper, but the contrastive CLS token then moves (fine-tuning, λ_con = 0, turns it on)."
     grad_checkpointing: bool = False
