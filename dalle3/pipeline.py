@@ -1,20 +1,29 @@
 """`dalle3-pipeline`: the whole recipe on one machine, stage after stage.
 
-Usage: ``dalle3-pipeline [hydra overrides...]`` (the overrides apply to every step).
-Each step composes the real root config with its own ``stage=`` and step overrides,
-exactly as the per-stage command would, so a pipeline step and a cluster job of the
-same stage run the same code. A step can hand overrides to every later step (its
+Usage: ``dalle3-pipeline [pipeline=quick|default|full] [hydra overrides...]`` (the overrides
+apply to every step). Each step composes the real root config with its own ``stage=`` and
+step overrides, exactly as the per-stage command would, so a pipeline step and a cluster job
+of the same stage run the same code. A step can hand overrides to every later step (its
 ``carry``), e.g. the recaption step points later steps at the captions it wrote.
+
+The ldm runs come from ``conf/pipeline/<name>.yaml`` (:mod:`dalle3.config.pipeline`); they
+all share the pipeline's VAE, latent shards and text features. A progress line (step i/N,
+its name, elapsed time, estimated time left) goes to stderr at every step, and the run ends
+with ``<out_dir>/summary.json`` (:mod:`dalle3.eval.summary`) and the three findings, one line each.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from dalle3.config import ConfigError, compose, register_configs
+from dalle3.config.pipeline import run_label, run_overrides, validate_pipeline
 from dalle3.stages import get_stage, run_stage
 from dalle3.utils.logging import get_logger
 
@@ -61,8 +70,8 @@ class Step:
         return self.label or self.stage
 
 
-# The DALL-E 3 recipe in order (PAPER.md "The pipeline").
-STEPS: tuple[Step, ...] = (
+# The DALL-E 3 recipe in order (PAPER.md "The pipeline"), up to the ldm runs.
+PREFIX: tuple[Step, ...] = (
     Step("world"),
     # The judge CLIP of the evaluation learns from the judge split only, which no captioner
     # and no ldm ever sees.
@@ -75,37 +84,153 @@ STEPS: tuple[Step, ...] = (
     Step("recaption", carry=recaption_carry),
     Step("vae"),
     Step("latents"),
-    Step("ldm", ("caption=alt",), "ldm_alt", carry=ldm_carry),
-    Step("ldm", ("caption=blend",), "ldm_blend_dsc95", carry=ldm_carry),
-    Step("eval"),
 )
+EVAL = Step("eval")
 
 
-def run_pipeline(overrides: list[str], steps: tuple[Step, ...] = STEPS) -> list[dict]:
-    """Run every step; return one record per step (status, seconds, summary)."""
+def ldm_steps(pipeline_cfg: Any) -> tuple[Step, ...]:
+    """One ldm step per run and seed of ``pipeline.runs``, in the listed order."""
+    return tuple(Step("ldm", run_overrides(spec, seed), run_label(spec, seed), carry=ldm_carry)
+                 for spec in pipeline_cfg.runs for seed in spec.seeds)
+
+
+def build_steps(pipeline_cfg: Any) -> tuple[Step, ...]:
+    """The pipeline's steps: the recipe up to the latents, every ldm run, the evaluation."""
+    validate_pipeline(pipeline_cfg)
+    return (*PREFIX, *ldm_steps(pipeline_cfg), EVAL)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+# Seconds each stage took in the default `make demo` on 2 CPU cores (benchmarks/RESULTS.md):
+# the first estimate of time left, before this machine has timed a run of its own.
+REFERENCE_SECONDS = {"world": 10, "judge": 200, "captioner_pretrain": 40, "captioner_finetune": 300,
+                     "recaption": 60, "vae": 360, "latents": 15, "ldm": 240, "eval": 300}
+
+
+class Progress:
+    """The live progress line: ``[dalle3-pipeline 3/14] captioner_finetune_ssc | 4m12s elapsed | ~21m left``.
+
+    Time left is the estimate of the steps not yet finished, each from the seconds the same
+    step took in this output folder's last run (``summary.json``), else from the stage's
+    reference time (:data:`REFERENCE_SECONDS`), scaled by how this run's finished steps
+    compared with their estimates.
+    """
+
+    def __init__(self, steps: Sequence[Step], previous: Optional[dict] = None, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.time):
+        self.steps, self.stream, self.clock = list(steps), stream or sys.stderr, clock
+        seen = {s["step"]: s["seconds"] for s in (previous or {}).get("steps", []) if s.get("status") == "done"}
+        self.estimate = [float(seen.get(s.name, REFERENCE_SECONDS.get(s.stage, 60))) for s in self.steps]
+        self.start = clock()
+        self.taken: list[float] = []
+
+    def left(self, i: int, into_step: float = 0.0) -> float:
+        """Estimated seconds left while step ``i`` (0-based) has run for ``into_step`` seconds."""
+        done_est = sum(self.estimate[:len(self.taken)])
+        scale = sum(self.taken) / done_est if self.taken and done_est > 0 else 1.0
+        return max(0.0, scale * sum(self.estimate[i:]) - into_step)
+
+    def line(self, i: int, state: str = "") -> str:
+        elapsed = self.clock() - self.start
+        into = elapsed - sum(self.taken)
+        step = self.steps[i]
+        text = (f"[dalle3-pipeline {i + 1}/{len(self.steps)}] {step.name} {state}| {_duration(elapsed)} elapsed | "
+                f"~{_duration(self.left(i, into if state != 'done ' else 0.0))} left")
+        return text
+
+    def show(self, i: int, state: str = "") -> None:
+        print(self.line(i, state), file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def during(self, i: int, every: float = 60.0):
+        """Show the line at the start of step ``i``, then every ``every`` seconds until it ends."""
+        self.show(i)
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(every):
+                self.show(i, "running ")
+
+        thread = threading.Thread(target=tick, name="dalle3-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def finish(self, i: int, seconds: float) -> None:
+        self.taken.append(seconds)
+        if i + 1 < len(self.steps):
+            return
+        print(f"[dalle3-pipeline] all {len(self.steps)} steps done in {_duration(sum(self.taken))}",
+              file=self.stream, flush=True)
+
+
+def run_pipeline(overrides: list[str], steps: Optional[Sequence[Step]] = None, progress: bool = True) -> dict:
+    """Run every step; return the summary (see :func:`dalle3.eval.summary.build_summary`), also written to ``summary.json``.
+
+    Args:
+        overrides: Hydra overrides for every step (``pipeline=quick``, ``paths.out_dir=...``).
+        steps: the steps to run; default: :func:`build_steps` of the composed ``pipeline`` block.
+        progress: print the progress line to stderr.
+    """
+    from dalle3.eval.summary import build_summary, read_summary, write_summary
+
     register_configs()
-    records, carried = [], []
+    root = compose([*overrides])
+    pipeline_overrides = list(root.pipeline.overrides)
+    if pipeline_overrides:  # e.g. pipeline=quick's experiment=smoke: the step configs are composed with them
+        root = compose([*pipeline_overrides, *overrides])
+    steps = tuple(steps) if steps is not None else build_steps(root.pipeline)
     for step in steps:
         get_stage(step.stage)  # a typo in a custom step list fails before any work
-    for step in steps:
+    out_dir = str(root.paths.out_dir)
+    bar = Progress(steps, read_summary(out_dir), stream=None if progress else open(os.devnull, "w"))
+    records, carried = [], []
+    t_start = time.time()
+    for i, step in enumerate(steps):
         record = {"step": step.name, "stage": step.stage}
         t0 = time.time()
         log.info("step %s: starting", step.name)
-        cfg = compose([f"stage={step.stage}", *carried, *overrides, *step.overrides])
-        record.update(status="done", summary=run_stage(cfg))
+        cfg = compose([f"stage={step.stage}", *pipeline_overrides, *carried, *overrides, *step.overrides])
+        with bar.during(i):
+            record.update(status="done", summary=run_stage(cfg))
         if step.carry is not None:
             carried.extend(step.carry(cfg, carried))
         record["seconds"] = round(time.time() - t0, 1)
+        bar.finish(i, record["seconds"])
+        bar.show(i, "done ")
         log.info("step %s: done in %.1f s", step.name, record["seconds"])
         records.append(record)
-    return records
+    eval_dir = None
+    if any(s.stage == "eval" for s in steps):
+        eval_dir = str(compose(["stage=eval", *pipeline_overrides, *carried, *overrides]).eval.out_dir)
+    summary = build_summary(str(root.pipeline.name), records, eval_dir, seconds=time.time() - t_start)
+    write_summary(out_dir, summary)
+    return summary
 
 
-def print_report(records: list[dict]) -> None:
-    print("\n== dalle3 pipeline ==")
-    for r in records:
-        print(f"  {r['step']:<26} {r['status']:<8} {r.get('seconds', 0):7.1f} s")
-    print(json.dumps({"pipeline": [{k: v for k, v in r.items() if k != "summary"} for r in records]}))
+def print_report(summary: dict, stream: Optional[TextIO] = None) -> None:
+    """The closing lines: each step's wall time, where the report is, and the three findings."""
+    stream = stream or sys.stdout
+    print("\n== dalle3 pipeline ==", file=stream)
+    for r in summary["steps"]:
+        print(f"  {r['step']:<26} {r['status']:<8} {r.get('seconds', 0):7.1f} s", file=stream)
+    print(f"  {'total':<26} {'':<8} {summary['seconds']:7.1f} s", file=stream)
+    if summary.get("report"):
+        print(f"report: {summary['report']}", file=stream)
+    print(f"summary: {summary['path']}", file=stream)
+    for f in summary.get("findings", []):
+        print(f["line"], file=stream)
+    print(json.dumps({"pipeline": [{k: v for k, v in r.items() if k != "summary"} for r in summary["steps"]],
+                      "findings": [f.get("holds") for f in summary.get("findings", [])]}), file=stream)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,11 +239,11 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     try:
-        records = run_pipeline(args)
+        summary = run_pipeline(args)
     except ConfigError as exc:
         print(f"dalle3-pipeline: {exc}", file=sys.stderr)
         sys.exit(2)
-    print_report(records)
+    print_report(summary)
 
 
 if __name__ == "__main__":

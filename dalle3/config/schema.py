@@ -14,6 +14,7 @@ from typing import Any, Optional
 from dalle3.config.captioner import CaptionerConfig
 from dalle3.config.eval import EvalConfig
 from dalle3.config.ldm import LDMConfig
+from dalle3.config.pipeline import PipelineConfig
 from dalle3.config.recaption import RecaptionConfig
 from dalle3.config.validate import check_choice, check_positive, check_range, per_device_batch
 from dalle3.config.world import (DSC_ORDERS, IMAGE_FORMATS, DataGenConfig, SplitSizes,  # noqa: F401 (re-exported)
@@ -135,6 +136,8 @@ class RootConfig:
     "The distributed recaption job: input shards, captioners, output mode, batching."
     eval: EvalConfig = field(default_factory=EvalConfig)
     "The evaluation stage: CLIP score and prompt-following checks of ldm runs."
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    "`dalle3-pipeline`: the set of ldm runs the recipe trains (conf/pipeline/)."
 
 
 def validate_caption(cfg: Any, key: str = "caption") -> None:

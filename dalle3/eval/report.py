@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from dalle3.eval import figures
+from dalle3.eval.findings import findings
 from dalle3.eval.report_html import render_html
 from dalle3.eval.stats import by_run, load_records, mean_ci, paired_diff
 
@@ -177,6 +178,7 @@ def build_report(out_dir, comparisons: Optional[Sequence[tuple[str, str]]] = Non
                         grid_rows),
         "judge": _optional_json(out_dir, "judge.json"),
         "captioners": _optional_json(out_dir, "captioners.json"),
+        "findings": findings(records, runs, n_boot=n_boot),
     }
 
 

@@ -202,12 +202,34 @@ def validation_section(rep: dict) -> str:
     return "".join(out)
 
 
+def findings_section(rep: dict) -> str:
+    """The three findings, one line each, with their margins, 95 % intervals and whether they hold."""
+    items = rep.get("findings") or []
+    if not items:
+        return ""
+    word = {True: "holds", False: "does not hold", None: "not measured"}
+    rows = "".join(f"<tr><td>{escape(f['name'])}</td><td class=num>{'n/a' if f.get('margin') is None else _value(f['margin'])}</td>"
+                   f"<td class=num>{escape(_interval(f.get('interval')))}</td><td>{word[f.get('holds')]}</td></tr>"
+                   for f in items)
+    lines = "".join(f"<li><code>{escape(f['line'])}</code></li>" for f in items)
+    return (f'<h2 id="findings">The three findings</h2><p class="caption">Paired differences in judge CLIP '
+            f"score (the first also in exact checks), 95 % bootstrap intervals over prompts; a finding holds when "
+            f"its interval excludes 0 in the stated direction (<code>dalle3/eval/findings.py</code>).</p>"
+            f'<table class="findings">{_head(["finding", "margin", "95 % interval", ""])}{rows}</table><ul>{lines}</ul>')
+
+
+def _interval(iv) -> str:
+    if not iv or iv[0] is None:
+        return "n/a"
+    return f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
+
+
 def render_html(rep: dict, links: dict[str, bool]) -> str:
     """The whole page. ``links`` says which eval files exist beside ``report/`` (linked as ``../name``)."""
     src = rep["source"]
     files = ", ".join(f'<a href="../{n}">{n}</a>' for n, ok in links.items() if ok)
     nav = " · ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("runs", "runs"), ("scores", "scores"), ("comparisons", "comparisons"), ("figures", "figures"),
+        ("findings", "findings"), ("runs", "runs"), ("scores", "scores"), ("comparisons", "comparisons"), ("figures", "figures"),
         ("grids", "samples")) + ((("judge", "judge"),) if rep.get("judge") is not None else ())
         + ((("captioners", "captioners"),) if rep.get("captioners") is not None else ()))
     per_kind = ", ".join(f"{n} {k}" for k, n in src["records_per_kind"].items())
@@ -216,7 +238,7 @@ def render_html(rep: dict, links: dict[str, bool]) -> str:
             f"<p>From <code>{escape(src['dir'])}</code>: {src['records']} per-prompt records ({per_kind}) of "
             f"{src['runs']} runs. Files: {files}, <a href=\"report.json\">report.json</a> (every number below). "
             f"Intervals: {src['level']:.0%} percentile bootstrap over prompts, {src['n_boot']} resamples.</p>"
-            f"<p>{nav}</p>{runs_section(rep)}{tables_section(rep)}{comparisons_section(rep)}{figures_section(rep)}"
+            f"<p>{nav}</p>{findings_section(rep)}{runs_section(rep)}{tables_section(rep)}{comparisons_section(rep)}{figures_section(rep)}"
             f"{grids_section(rep)}{validation_section(rep)}"
             f'<p id="render-status" class="n">(render status is written here by the page after load)</p>'
             f"{_STATUS_JS}</body></html>")

@@ -83,7 +83,7 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
     dom = _browse(chromium, index, tmp_path / "profile", "--dump-dom")
     status = _status(dom)
     assert status == {"images": n_img, "images-ok": n_img, "tables": n_tables, "tables-ok": n_tables}
-    assert 'class="broken"' not in dom and n_img > 70 and n_tables == 12
+    assert 'class="broken"' not in dom and n_img > 70 and n_tables == 13  # 12 + the findings table
 
     shot = tmp_path / "report.png"
     _browse(chromium, index, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1300,3000")

@@ -15,7 +15,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from dalle3.pipeline import STEPS, run_pipeline
+from dalle3.config.pipeline import LdmRunSpec, PipelineConfig
+from dalle3.pipeline import EVAL, PREFIX, ldm_steps, run_pipeline
 from dalle3.stages import run_stage
 from dalle3.config import compose
 
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 TINY_JUDGE = ["eval.judge.arch.vision_width=32", "eval.judge.arch.vision_layers=1", "eval.judge.arch.text_width=32",
               "eval.judge.arch.text_heads=2", "eval.judge.arch.embed_dim=16", "eval.judge.arch.stem_channels=[8]"]
-STEPS_NO_CAPTIONERS = tuple(s for s in STEPS if s.stage in ("world", "judge", "vae", "latents", "ldm", "eval"))
+TWO_RUNS = ldm_steps(PipelineConfig(runs=[LdmRunSpec(caption="alt"), LdmRunSpec(ratio=0.95)]))
+STEPS_NO_CAPTIONERS = (*(s for s in PREFIX if s.stage in ("world", "judge", "vae", "latents")), *TWO_RUNS, EVAL)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def evaluated(tmp_path_factory):
     (stale / "checkpoints").mkdir(parents=True)
     (stale / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     (stale / "run.json").write_text(json.dumps({"label": "stale"}))
-    records = run_pipeline(overrides, STEPS_NO_CAPTIONERS)
+    records = run_pipeline(overrides, STEPS_NO_CAPTIONERS, progress=False)["steps"]
     return root, records, stale, overrides
 
 

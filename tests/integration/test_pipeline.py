@@ -13,11 +13,11 @@ import pytest
 from dalle3.config import compose
 from dalle3.data.shards import expand_shards
 from dalle3.data.sidecar import read_sidecar
-from dalle3.pipeline import STEPS, ldm_carry, quote, recaption_carry, run_pipeline
+from dalle3.pipeline import PREFIX, build_steps, ldm_carry, quote, recaption_carry, run_pipeline
 from dalle3.recaption.data import read_raw_samples
 from helpers.captioners import TINY_CAPTIONER, write_random_exports
 
-STEPS_TO_LATENTS = tuple(s for s in STEPS if s.stage in ("world", "recaption", "vae", "latents"))
+STEPS_TO_LATENTS = tuple(s for s in PREFIX if s.stage in ("world", "recaption", "vae", "latents"))
 
 
 def members(shard: str) -> dict[str, dict[str, bytes]]:
@@ -32,10 +32,18 @@ def latent_dsc(out_dir) -> dict[str, str]:
     return out
 
 
-def test_pipeline_lists_every_stage_once_in_recipe_order():
-    assert [s.stage for s in STEPS] == ["world", "judge", "captioner_pretrain", "captioner_finetune", "captioner_finetune",
-                                         "recaption", "vae", "latents", "ldm", "ldm", "eval"]
-    assert next(s for s in STEPS if s.stage == "recaption").carry is recaption_carry
+def test_pipeline_lists_every_stage_in_recipe_order_and_every_run_of_its_set():
+    steps = build_steps(compose([]).pipeline)
+    assert [s.stage for s in steps] == ["world", "judge", "captioner_pretrain", "captioner_finetune", "captioner_finetune",
+                                        "recaption", "vae", "latents", "ldm", "ldm", "ldm", "ldm", "eval"]
+    assert [s.name for s in steps if s.stage == "ldm"] == ["ldm_alt_seed0", "ldm_dsc65_seed0", "ldm_dsc95_seed0",
+                                                           "ldm_dsc100_seed0"]
+    assert next(s for s in steps if s.stage == "recaption").carry is recaption_carry
+    full = [s.name for s in build_steps(compose(["pipeline=full"]).pipeline) if s.stage == "ldm"]
+    assert len(full) == 13 and {"ldm_ssc95_seed0", "ldm_dsc80_seed0", "ldm_dsc90_seed0"} <= set(full)
+    assert {f"ldm_{m}_seed{s}" for m in ("alt", "dsc95", "dsc100") for s in (0, 1, 2)} <= set(full)
+    overrides = next(s for s in build_steps(compose(["pipeline=full"]).pipeline) if s.name == "ldm_ssc95_seed0").overrides
+    assert compose(["stage=ldm", *overrides]).ldm.run_dir.endswith("ldm/blend_ssc0.95_seed0")
 
 
 def test_eval_scores_exactly_the_ldm_runs_of_the_pipeline(tmp_path):
@@ -72,7 +80,7 @@ def test_latents_after_recaption_hold_the_captioners_text_not_the_ground_truth(t
                  "datagen.workers=1", f"recaption.mode={mode}", "recaption.decode.max_new_tokens=6",
                  "recaption.batch_size=32", "recaption.num_workers=0", "recaption.progress_bar=false",
                  "trainer.max_steps=2", "trainer.progress_bar=false", "data.num_workers=0", *TINY_CAPTIONER]
-    records = run_pipeline(overrides, STEPS_TO_LATENTS)
+    records = run_pipeline(overrides, STEPS_TO_LATENTS, progress=False)["steps"]
     assert [r["step"] for r in records] == ["world", "recaption", "vae", "latents"]
     assert all(r["status"] == "done" for r in records)
 
