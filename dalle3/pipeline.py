@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from dalle3.config import ConfigError, compose, register_configs
-from dalle3.config.pipeline import run_label, run_overrides, validate_pipeline
+from dalle3.config.pipeline import resolve_lanes, run_label, run_overrides, validate_pipeline
 from dalle3.stages import get_stage, run_stage
 from dalle3.utils.logging import get_logger
 
@@ -173,6 +174,61 @@ class Progress:
               file=self.stream, flush=True)
 
 
+def device_overrides(overrides: Sequence[str], gpu: Optional[bool] = None) -> list[str]:
+    """``["trainer.accelerator=gpu"]`` (one device) when a GPU is visible and the user chose no trainer; else nothing."""
+    if any(o.lstrip("+~").startswith(("trainer=", "trainer.accelerator=")) for o in overrides):
+        return []
+    if gpu is None:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    return ["trainer.accelerator=gpu"] if gpu else []
+
+
+def lane_groups(steps: Sequence[Step], lanes: int) -> list[tuple[int, list[Step]]]:
+    """``(index of the first, steps)`` to run together: up to ``lanes`` consecutive ldm steps, every other step alone."""
+    groups: list[tuple[int, list[Step]]] = []
+    for i, step in enumerate(steps):
+        prev = groups[-1][1] if groups else None
+        if prev is not None and lanes > 1 and step.stage == "ldm" and prev[-1].stage == "ldm" and len(prev) < lanes:
+            prev.append(step)
+        else:
+            groups.append((i, [step]))
+    return groups
+
+
+def lane_threads(lanes: int, cores: Optional[int] = None) -> int:
+    """Torch threads of each of ``lanes`` processes sharing ``cores`` (default: this machine's)."""
+    return max(1, (cores or os.cpu_count() or 1) // lanes)
+
+
+def run_lanes(steps: Sequence[Step], argvs: Sequence[list[str]], log_dir: str, threads: int) -> list[dict]:
+    """Run ``dalle3-train`` once per step, all at once, each with ``threads`` torch threads; return their records.
+
+    Each process logs to ``log_dir/<step>.log``. A failed one fails the pipeline with its
+    step name and log path, after the others have finished (so no run is left half-written).
+    """
+    os.makedirs(log_dir, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs, started = [], time.time()
+    for step, argv in zip(steps, argvs):
+        log_path = os.path.join(log_dir, f"{step.name}.log")
+        with open(log_path, "w") as log_file:
+            cmd = [sys.executable, "-c", "from dalle3.cli import train_main; train_main()", *argv,
+                   f"trainer.cpu_threads={threads}"]
+            procs.append((step, log_path, subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)))
+    records, failed = [], []
+    for step, log_path, proc in procs:
+        rc = proc.wait()
+        records.append({"step": step.name, "stage": step.stage, "status": "done" if rc == 0 else "failed",
+                        "summary": {"log": log_path, "threads": threads}, "seconds": round(time.time() - started, 1)})
+        if rc != 0:
+            failed.append(f"{step.name} (exit {rc}; log: {log_path})")
+    if failed:
+        raise RuntimeError("dalle3-pipeline: step failed: " + ", ".join(failed))
+    return records
+
+
 def run_pipeline(overrides: list[str], steps: Optional[Sequence[Step]] = None, progress: bool = True) -> dict:
     """Run every step; return the summary (see :func:`dalle3.eval.summary.build_summary`), also written to ``summary.json``.
 
@@ -184,6 +240,7 @@ def run_pipeline(overrides: list[str], steps: Optional[Sequence[Step]] = None, p
     from dalle3.eval.summary import build_summary, read_summary, write_summary
 
     register_configs()
+    overrides = [*device_overrides(overrides), *overrides]
     root = compose([*overrides])
     pipeline_overrides = list(root.pipeline.overrides)
     if pipeline_overrides:  # e.g. pipeline=quick's experiment=smoke: the step configs are composed with them
@@ -195,20 +252,28 @@ def run_pipeline(overrides: list[str], steps: Optional[Sequence[Step]] = None, p
     bar = Progress(steps, read_summary(out_dir), stream=None if progress else open(os.devnull, "w"))
     records, carried = [], []
     t_start = time.time()
-    for i, step in enumerate(steps):
-        record = {"step": step.name, "stage": step.stage}
+    for first, group in lane_groups(steps, resolve_lanes(int(root.pipeline.lanes))):
+        argvs = [[f"stage={s.stage}", *pipeline_overrides, *carried, *overrides, *s.overrides] for s in group]
+        cfgs = [compose(argv) for argv in argvs]
         t0 = time.time()
-        log.info("step %s: starting", step.name)
-        cfg = compose([f"stage={step.stage}", *pipeline_overrides, *carried, *overrides, *step.overrides])
-        with bar.during(i):
-            record.update(status="done", summary=run_stage(cfg))
-        if step.carry is not None:
-            carried.extend(step.carry(cfg, carried))
-        record["seconds"] = round(time.time() - t0, 1)
-        bar.finish(i, record["seconds"])
-        bar.show(i, "done ")
-        log.info("step %s: done in %.1f s", step.name, record["seconds"])
-        records.append(record)
+        for step in group:
+            log.info("step %s: starting", step.name)
+        with bar.during(first):
+            for k in range(1, len(group)):
+                bar.show(first + k)
+            if len(group) == 1:
+                done = [{"step": group[0].name, "stage": group[0].stage, "status": "done",
+                         "summary": run_stage(cfgs[0]), "seconds": 0.0}]
+                done[0]["seconds"] = round(time.time() - t0, 1)
+            else:  # ldm runs side by side: each its own process, the cores shared among them
+                done = run_lanes(group, argvs, os.path.join(out_dir, "pipeline_logs"), lane_threads(len(group)))
+        for k, (step, cfg, record) in enumerate(zip(group, cfgs, done)):
+            if step.carry is not None:
+                carried.extend(step.carry(cfg, carried))
+            bar.finish(first + k, (time.time() - t0) / len(group))
+            bar.show(first + k, "done ")
+            log.info("step %s: done in %.1f s", step.name, record["seconds"])
+            records.append(record)
     eval_dir = None
     if any(s.stage == "eval" for s in steps):
         eval_dir = str(compose(["stage=eval", *pipeline_overrides, *carried, *overrides]).eval.out_dir)

@@ -75,16 +75,16 @@ class EvalConfig:
     "Prompt kinds scored on each run's final checkpoint."
     curve: bool = True
     "Also score every kept intermediate checkpoint (CLIP score and checks against training step)."
-    curve_kinds: List[str] = field(default_factory=lambda: ["dsc", "alt"])
+    curve_kinds: List[str] = field(default_factory=lambda: ["dsc"])
     "Prompt kinds scored on intermediate checkpoints."
-    curve_prompts: int = 128
+    curve_prompts: int = 64
     "Prompts of each kind scored on intermediate checkpoints."
     grid_prompts: int = 8
     "Images saved per run and kind for the report's side-by-side grids (the first N prompts)."
     recaptions: Optional[str] = "${recaption.out_dir}"
     "Recaption output (mode=shards) whose captions are scored against the world's truth for the report; null: skip."
-    guidance: float = 3.0
-    "Classifier-free guidance (ENVIRONMENT.md: 4 tints the background; 2-3 is best here)."
+    guidance: float = 7.5
+    "Classifier-free guidance of the generated images (screened on dev prompts: benchmarks/RESULTS.md, session 8)."
     steps: int = 25
     "Sampler steps."
     seed: int = 0

@@ -105,6 +105,8 @@ class VAETrainConfig:
     "Weight of the KL term (small: a near-deterministic autoencoder, as in Stable Diffusion's)."
     weight_decay: float = 0.0
     "AdamW weight decay."
+    schedule: str = "constant"
+    "Learning rate over training: constant, or cosine (decays to 0 at trainer.max_steps)."
 
 
 @dataclass
@@ -115,6 +117,10 @@ class LDMTrainConfig:
     "AdamW weight decay."
     warmup_steps: int = 50
     "Linear learning-rate warmup steps."
+    lr_schedule: str = "constant"
+    "After warmup: constant, or cosine (decays to lr * min_lr_ratio at trainer.max_steps)."
+    min_lr_ratio: float = 0.0
+    "With lr_schedule=cosine: the learning rate at the last step, as a share of lr."
     caption_dropout: float = 0.1
     "Probability of training on the empty prompt (for classifier-free guidance)."
     ema_decay: float = 0.999
@@ -224,6 +230,9 @@ def validate_ldm(cfg: Any, key: str = "ldm") -> None:
     check_choice(f"{key}.noise.prediction_type", cfg.noise.prediction_type, PREDICTION_TYPES)
     check_choice(f"{key}.noise.beta_schedule", cfg.noise.beta_schedule, BETA_SCHEDULES)
     check_choice(f"{key}.noise.sampler", cfg.noise.sampler, SAMPLERS)
+    check_choice(f"{key}.vae_train.schedule", cfg.vae_train.schedule, ("constant", "cosine"))
+    check_choice(f"{key}.train.lr_schedule", cfg.train.lr_schedule, ("constant", "cosine"))
+    check_range(f"{key}.train.min_lr_ratio", cfg.train.min_lr_ratio, 0.0, 1.0)
     check_range(f"{key}.train.caption_dropout", cfg.train.caption_dropout, 0.0, 1.0)
     check_range(f"{key}.train.ema_decay", cfg.train.ema_decay, 0.0, 1.0)
     check_positive(f"{key}.train.ema_every_n_steps", cfg.train.ema_every_n_steps)

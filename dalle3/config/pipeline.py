@@ -6,7 +6,8 @@ shares the pipeline's one VAE, one set of latent shards and their cached text fe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List
+import os
+from typing import Any, List, Optional
 
 from dalle3.config.validate import ConfigError, check_choice, check_range
 
@@ -34,6 +35,8 @@ class PipelineConfig:
     "The ldm runs, in training order."
     overrides: List[str] = field(default_factory=list)
     "Hydra overrides for every step of this set (e.g. pipeline=quick's small world and short training)."
+    lanes: int = 0
+    "ldm runs trained at once, each a `dalle3-train` process with trainer.cpu_threads = cores / lanes (1: one after another, in this process; 0: auto, see resolve_lanes)."
 
 
 def run_overrides(spec: Any, seed: int) -> tuple[str, ...]:
@@ -49,8 +52,22 @@ def run_label(spec: Any, seed: int) -> str:
     return f"ldm_{name}_seed{seed}"
 
 
+def resolve_lanes(lanes: int, cores: Optional[int] = None, gpu: Optional[bool] = None) -> int:
+    """``pipeline.lanes`` with 0 (auto) resolved: one lane on a GPU machine, else two when there are 2+ cores."""
+    if lanes:
+        return lanes
+    if gpu is None:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    cores = cores or os.cpu_count() or 1
+    return 1 if gpu or cores < 2 else 2
+
+
 def validate_pipeline(cfg: Any, key: str = "pipeline") -> None:
     """Check the ``pipeline`` block (one-line :class:`ConfigError`)."""
+    if not isinstance(cfg.lanes, int) or cfg.lanes < 0:
+        raise ConfigError(f"{key}.lanes={cfg.lanes!r} must be 0 (auto) or a positive integer")
     if not cfg.runs:
         raise ConfigError(f"{key}.runs: empty; the pipeline needs at least one ldm run")
     seen = set()

@@ -9,7 +9,9 @@ Every comparison is paired (:func:`dalle3.eval.stats.paired_diff`: the same prom
 noise for both models; a model trained over several seeds is its per-prompt mean over
 them). A finding *holds* when its 95 % interval excludes 0 in the stated direction; with
 two or more seeds of both models, the seed-to-seed spread (standard deviation over seeds of
-the per-seed margin) is reported beside the margin. A finding whose runs are missing has
+the per-seed margin) is reported beside the margin. Each comparison also carries the metric's
+*resolution* on that prompt kind, ceiling minus chance: a judge that scores the true image
+hardly above another prompt's image cannot show an effect there, whatever the models do. A finding whose runs are missing has
 ``"holds": None`` and says which run is missing. Nothing here is tuned to an outcome: the
 rule is fixed before the numbers are read.
 """
@@ -81,6 +83,18 @@ def compare(records: Sequence[Mapping], runs: Mapping[str, Mapping], a: list[str
     return out
 
 
+def resolution(records: Sequence[Mapping], kind: str, metric: str) -> Optional[float]:
+    """Ceiling minus chance of one metric on one prompt kind: the most a model can move it (None without references)."""
+    values = by_run(records, kind, metric)
+    means = {}
+    for ref in ("ceiling", "chance"):
+        vs = [float(v) for v in values.get(ref, {}).values() if v is not None]
+        means[ref] = sum(vs) / len(vs) if vs else None
+    if means["ceiling"] is None or means["chance"] is None:
+        return None
+    return means["ceiling"] - means["chance"]
+
+
 def _missing(*names: str, models: Mapping[str, list]) -> Optional[str]:
     gone = [n for n in names if n not in models]
     return f"no {', '.join(gone)} run in the evaluation" if gone else None
@@ -105,6 +119,9 @@ def finding_1(records, runs, models, n_boot=2000) -> dict:
     no_worse = alt["hi"] is not None and alt["hi"] >= 0
     holds = all(better.values()) and no_worse
     margin = dsc["clip"]
+    for m, c in dsc.items():
+        c["resolution"] = resolution(records, "dsc", m)
+    alt["resolution"] = resolution(records, "alt", "clip")
     checks = ", ".join(f"{m} {_fmt(dsc[m])}" for m in F1_CHECKS)
     line = (f"1. 95% DSC - alt on DSC prompts: CLIP {_fmt(margin)}; {checks}; on alt prompts CLIP {_fmt(alt)}"
             f" -> {'holds' if holds else 'does not hold'}")
@@ -120,6 +137,7 @@ def finding_2(records, runs, models, n_boot=2000) -> dict:
     if why:
         return {**out, "holds": None, "reason": why, "line": f"2. {out['name']}: not measured ({why})"}
     c = compare(records, runs, models["dsc95"], models["dsc65"], "dsc", "clip", n_boot)
+    c["resolution"] = resolution(records, "dsc", "clip")
     holds = c["lo"] is not None and c["lo"] > 0
     clip = by_run(records, "dsc", "clip")
     shares = sorted((int(n[3:]), n) for n in models if n.startswith("dsc") and n[3:].isdigit())
@@ -142,10 +160,15 @@ def finding_3(records, runs, models, n_boot=2000) -> dict:
     if why:
         return {**out, "holds": None, "reason": why, "line": f"3. {out['name']}: not measured ({why})"}
     c = compare(records, runs, models["dsc95"], models["dsc100"], "alt", "clip", n_boot)
+    c["resolution"] = res = resolution(records, "alt", "clip")
+    exact = compare(records, runs, models["dsc95"], models["dsc100"], "alt", "exact", n_boot)
+    exact["resolution"] = resolution(records, "alt", "exact")
     holds = c["lo"] is not None and c["lo"] > 0
-    line = f"3. 95% - 100% DSC on alt prompts: CLIP {_fmt(c)} -> {'holds' if holds else 'does not hold'}"
+    line = (f"3. 95% - 100% DSC on alt prompts: CLIP {_fmt(c)} (judge resolution, ceiling - chance: "
+            f"{'n/a' if res is None else f'{res:.2f}'}); exact checks {_fmt(exact)}"
+            f" -> {'holds' if holds else 'does not hold'}")
     return {**out, "holds": holds, "margin": c["diff"], "interval": [c["lo"], c["hi"]],
-            "seed_spread": c.get("seed_spread"), "comparison": c, "line": line}
+            "seed_spread": c.get("seed_spread"), "comparison": c, "alt_exact": exact, "line": line}
 
 
 def findings(records: Sequence[Mapping], runs: Mapping[str, Mapping], n_boot: int = 2000) -> list[dict]:

@@ -50,7 +50,8 @@ def build_summary(pipeline_name: str, steps: Sequence[dict], eval_dir: Optional[
     summary: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "pipeline": pipeline_name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(seconds, 1),
-        "steps": [{k: r[k] for k in ("step", "stage", "status", "seconds")} for r in steps],
+        "steps": [{**{k: r[k] for k in ("step", "stage", "status", "seconds")},
+                   **{k: v for k, v in (r.get("summary") or {}).items() if k in ("log", "threads")}} for r in steps],
         "stage_seconds": {}, "captioners": None, "runs": {}, "findings": [], "report": None,
     }
     for r in steps:

@@ -7,6 +7,7 @@ checkpoints hold only what trains (the parts are reloaded from their folders).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -123,8 +124,9 @@ class LatentDiffusionModule(pl.LightningModule):
         t = self.cfg.train
         opt = torch.optim.AdamW([p for p in self.unet.parameters() if p.requires_grad], lr=t.lr,
                                 weight_decay=t.weight_decay)
-        warmup = max(int(t.warmup_steps), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        total = int(self.trainer.max_steps) if self._trainer is not None else -1
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, warmup=int(t.warmup_steps), total=total,
+                                                               schedule=t.lr_schedule, floor=float(t.min_lr_ratio)))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- sampling (the sample-image callback, generate) ---------------------------------
@@ -144,6 +146,15 @@ class LatentDiffusionModule(pl.LightningModule):
 
         return generate(unet, self.vae.module, self.tokenizer, self.text_encoder.module,
                         build_sampler(self.cfg.noise), prompts, guidance=guidance, steps=steps, seed=seed)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str = "constant", floor: float = 0.0) -> float:
+    """Learning-rate multiplier of optimizer step ``step``: linear warmup, then constant or a cosine to ``floor`` at ``total``."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    if schedule == "constant" or total <= warmup:
+        return warm
+    progress = min(1.0, max(0.0, (step - warmup) / max(total - warmup, 1)))
+    return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def loss_fell(history: Sequence[float], window: int = 10) -> float:

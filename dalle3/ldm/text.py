@@ -92,7 +92,14 @@ def load_text_encoder(cfg: Any, path: Optional[str] = None):
     tok_sub = {"subfolder": cfg.tokenizer_subfolder} if cfg.tokenizer_subfolder and path == cfg.pretrained else sub
     tokenizer = AutoTokenizer.from_pretrained(path, **tok_sub)
     tokenizer.model_max_length = cfg.max_length
-    return tokenizer, freeze(model_cls.from_pretrained(path, **sub))
+    encoder = model_cls.from_pretrained(path, **sub)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if positions is not None and cfg.max_length > positions:
+        from dalle3.config.validate import ConfigError
+
+        raise ConfigError(f"ldm.text_encoder.max_length={cfg.max_length} is more than the {positions} positions of the "
+                          f"encoder in {path!r}; allowed: at most {positions}, or a new ldm.text_encoder.path")
+    return tokenizer, freeze(encoder)
 
 
 SOURCE_FILE = "dalle3_source.json"

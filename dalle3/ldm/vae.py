@@ -1,6 +1,7 @@
 """``VAEModule``: trains the tiny ``AutoencoderKL`` on the world's images (the vae stage)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -45,7 +46,12 @@ class VAEModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.vae_train
-        return torch.optim.AdamW(self.vae.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        opt = torch.optim.AdamW(self.vae.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.max_steps))
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
 @torch.no_grad()

@@ -81,3 +81,16 @@ def test_seeds_are_pooled_per_prompt_and_their_spread_reported():
     assert c["seeds"] == [3, 3] and len(c["per_seed"]) == 3 and c["n"] == 200
     assert c["diff"] == pytest.approx(np.mean(c["per_seed"]), abs=1e-9)
     assert 0 < f1["seed_spread"] < 0.2 and f1["margin"] > 3 * f1["seed_spread"]
+
+
+def test_each_comparison_carries_the_judges_resolution_on_its_prompt_kind():
+    effects = {"alt": {"dsc": 0.0, "alt": 0.0}, "dsc95": {"dsc": 2.0, "alt": 0.0}, "dsc100": {"dsc": 2.0, "alt": 0.0}}
+    records, runs = _world(effects)
+    for ref, (dsc, alt) in {"ceiling": (60.0, 51.0), "chance": (6.0, 50.0)}.items():
+        runs[ref] = {"kind": ref, "final": True}
+        records += [{"run": ref, "kind": k, "key": f"k{i}", "seed": 7, "clip": v, "checks": {}}
+                    for k, v in (("dsc", dsc), ("alt", alt)) for i in range(10)]
+    f1, _, f3 = findings(records, runs, n_boot=200)
+    assert f1["dsc_prompts"]["clip"]["resolution"] == pytest.approx(54.0)
+    assert f3["comparison"]["resolution"] == pytest.approx(1.0) and "judge resolution" in f3["line"]
+    assert f1["dsc_prompts"]["colour"]["resolution"] is None  # no check records of the references here

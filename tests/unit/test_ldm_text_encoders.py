@@ -169,3 +169,14 @@ def test_sd2_preset_composes_with_an_open_clip_vit_h_tower(tmp_path):
     assert (te.kind, te.pretrained, te.layer, te.max_length) == ("open_clip", "ViT-H-14:laion2b_s32b_b79k",
                                                                  "penultimate", 77)
     assert te.path != ldm_cfg(tmp_path).text_encoder.path  # never the tiny encoder's folder
+
+
+def test_a_max_length_beyond_the_saved_encoders_positions_fails_with_one_line(tmp_path):
+    base = ["ldm.text_encoder.hidden_size=16", "ldm.text_encoder.num_heads=2", "ldm.text_encoder.num_layers=1",
+            f"ldm.text_encoder.path={tmp_path}/te"]
+    tokenizer, _ = load_or_create_text_encoder(compose([*base, "ldm.text_encoder.max_length=16"]).ldm.text_encoder)
+    assert tokenizer.model_max_length == 16
+    shorter, _ = load_or_create_text_encoder(compose([*base, "ldm.text_encoder.max_length=8"]).ldm.text_encoder)
+    assert shorter.model_max_length == 8  # the saved folder wins; fewer tokens fit its positions
+    with pytest.raises(ConfigError, match=r"ldm\.text_encoder\.max_length=32 is more than the 16 positions"):
+        load_or_create_text_encoder(compose([*base, "ldm.text_encoder.max_length=32"]).ldm.text_encoder)

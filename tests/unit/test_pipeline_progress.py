@@ -53,3 +53,23 @@ def test_a_long_step_repeats_the_line_while_it_runs():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("[dalle3-pipeline 3/4] ldm_alt_seed0 | ")
     assert len(lines) >= 3 and all(line.startswith("[dalle3-pipeline 3/4] ldm_alt_seed0 running | ") for line in lines[1:])
+
+
+def test_ldm_runs_go_side_by_side_in_lanes_and_every_other_step_alone():
+    from dalle3.config.pipeline import resolve_lanes
+    from dalle3.pipeline import lane_groups, lane_threads
+
+    steps = [Step("latents"), *(Step("ldm", label=f"ldm_{i}") for i in range(3)), Step("eval")]
+    assert [(i, [s.name for s in g]) for i, g in lane_groups(steps, 2)] == \
+        [(0, ["latents"]), (1, ["ldm_0", "ldm_1"]), (3, ["ldm_2"]), (4, ["eval"])]
+    assert len(lane_groups(steps, 1)) == 5
+    assert lane_threads(2, cores=2) == 1 and lane_threads(2, cores=16) == 8 and lane_threads(3, cores=2) == 1
+    assert resolve_lanes(0, cores=2, gpu=False) == 2 and resolve_lanes(0, cores=2, gpu=True) == 1
+    assert resolve_lanes(0, cores=1, gpu=False) == 1 and resolve_lanes(3, cores=2, gpu=True) == 3
+
+
+def test_a_visible_gpu_is_used_with_no_flag_unless_a_trainer_is_chosen():
+    from dalle3.pipeline import device_overrides
+
+    assert device_overrides([], gpu=True) == ["trainer.accelerator=gpu"] and device_overrides([], gpu=False) == []
+    assert device_overrides(["trainer=ddp"], gpu=True) == [] and device_overrides(["seed=1"], gpu=True) == ["trainer.accelerator=gpu"]
