@@ -47,13 +47,19 @@ def is_failed(entry: dict) -> bool:
     return entry.get(RECAPTION_FIELD) == FAILED or "error" in entry
 
 
-def mark_failed_json(data: bytes, reason: str) -> Optional[bytes]:
-    """A sample JSON marked as not captioned (see the module docstring); ``None`` when it is not a JSON object."""
+def json_object(data: bytes) -> Optional[dict]:
+    """A JSON member's object, or ``None`` when it is not valid JSON or not an object."""
     try:
         meta = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(meta, dict):
+    return meta if isinstance(meta, dict) else None
+
+
+def mark_failed_json(data: bytes, reason: str) -> Optional[bytes]:
+    """A sample JSON marked as not captioned (see the module docstring); ``None`` when it is not a JSON object."""
+    meta = json_object(data)
+    if meta is None:
         return None
     for kind in CAPTION_FIELDS:
         old = meta.pop(kind, None)

@@ -23,7 +23,7 @@ import tarfile
 from collections import Counter
 from typing import Optional
 
-from dalle3.data.sidecar import FAILED, RECAPTION_ERROR, RECAPTION_FIELD, mark_failed_json
+from dalle3.data.sidecar import FAILED, RECAPTION_ERROR, RECAPTION_FIELD, json_object, mark_failed_json
 from dalle3.recaption.data import RawSample
 
 TAR_MTIME = 946684800
@@ -37,11 +37,8 @@ def recaptioned_json(data: bytes, captions: dict[str, str]) -> Optional[bytes]:
     is kept as ``orig_<kind>``, so recaptioning never destroys information. A failure
     mark from an earlier recaption of the same sample is dropped.
     """
-    try:
-        meta = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(meta, dict):
+    meta = json_object(data)
+    if meta is None:
         return None
     for kind, text in captions.items():
         old = meta.get(kind)
