@@ -89,8 +89,8 @@ def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str], r
 
 world_main = _entry("dalle3-world", "world", ["world"])
 data_main = _entry("dalle3-data", "world", ["world"], renamed_to="dalle3-world")
-train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "vae", "latents", "ldm",
-                                             "judge"])
+train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "text_encoder", "vae",
+                                             "latents", "ldm", "judge"])
 recaption_main = _entry("dalle3-recaption", "recaption", ["recaption"])
 eval_main = _entry("dalle3-eval", "eval", ["eval"])
 generate_main = _entry("dalle3-generate", "generate", ["generate"], aliases=GENERATE_ALIASES)

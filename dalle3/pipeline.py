@@ -51,6 +51,13 @@ def recaption_carry(cfg: Any, carried: list[str]) -> list[str]:
     return carry
 
 
+def text_encoder_carry(cfg: Any, carried: list[str]) -> list[str]:
+    """What later steps read once the text_encoder step has run: its CLIP's text tower as the ldm's encoder."""
+    from dalle3.eval.stage import text_encoder_folder
+
+    return ["ldm.text_encoder.kind=world_clip", f"ldm.text_encoder.pretrained={quote(text_encoder_folder(cfg))}"]
+
+
 def ldm_carry(cfg: Any, carried: list[str]) -> list[str]:
     """The evaluation scores the ldm runs of this pipeline, and only those (``eval.runs``)."""
     previous = [c for c in carried if c.startswith("eval.runs=")]
@@ -77,6 +84,9 @@ PREFIX: tuple[Step, ...] = (
     # The judge CLIP of the evaluation learns from the judge split only, which no captioner
     # and no ldm ever sees.
     Step("judge"),
+    # The ldm's frozen text encoder: a world CLIP's text tower, trained on the train split's
+    # ground-truth captions before recaption (all ldm runs share it, whatever their captions).
+    Step("text_encoder", carry=text_encoder_carry),
     Step("captioner_pretrain"),
     Step("captioner_finetune", ("captioner.target=ssc",), "captioner_finetune_ssc"),
     Step("captioner_finetune", ("captioner.target=dsc",), "captioner_finetune_dsc"),
@@ -110,7 +120,7 @@ def _duration(seconds: float) -> str:
 
 # Seconds each stage took in the default `make demo` on 2 CPU cores (benchmarks/RESULTS.md):
 # the first estimate of time left, before this machine has timed a run of its own.
-REFERENCE_SECONDS = {"world": 10, "judge": 200, "captioner_pretrain": 40, "captioner_finetune": 300,
+REFERENCE_SECONDS = {"world": 10, "judge": 200, "text_encoder": 250, "captioner_pretrain": 40, "captioner_finetune": 300,
                      "recaption": 60, "vae": 360, "latents": 15, "ldm": 240, "eval": 300}
 
 

@@ -55,6 +55,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("generate", "ldm", "sample images from prompts"),
     Stage("eval", "eval", "CLIP score, prompt following, blend sweep"),
     Stage("judge", "eval", "train the judge CLIP on the judge split"),
+    Stage("text_encoder", "eval", "train the world CLIP whose text tower is the ldm's text encoder"),
     Stage("report", "eval", "the HTML report of an evaluation folder"),
 ]}
 

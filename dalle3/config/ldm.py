@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from dalle3.config.eval import JudgeConfig
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
 
-TEXT_ENCODER_KINDS = ("clip", "t5", "open_clip")
+TEXT_ENCODER_KINDS = ("clip", "t5", "open_clip", "world_clip")
 OPEN_CLIP_LAYERS = ("last", "penultimate")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -22,11 +23,11 @@ SAMPLERS = ("ddim", "dpm")
 @dataclass
 class TextEncoderConfig:
     kind: str = "clip"
-    "clip (transformers CLIPTextModel) | t5 (transformers T5EncoderModel) | open_clip (an open_clip CLIP's text tower, converted once to a CLIPTextModel + CLIPTokenizer over open_clip's BPE and saved to `path`, as Stable Diffusion 2 did); always frozen."
+    "clip (transformers CLIPTextModel) | t5 (transformers T5EncoderModel) | open_clip (an open_clip CLIP's text tower, converted once to a CLIPTextModel + CLIPTokenizer over open_clip's BPE and saved to `path`, as Stable Diffusion 2 did) | world_clip (a CLIPTextModel folder that `dalle3-train stage=text_encoder` wrote: the text tower of a world CLIP trained on the train split's captions, over the world's words; what the pipeline uses); always frozen."
     pretrained: Optional[str] = None
-    "clip/t5: local folder or hub name of a pretrained encoder; null builds the tiny one below (and saves it to `path`). open_clip (required): MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k or ViT-B-32:/models/clip.safetensors (or hf-hub:org/repo, local-dir:/path); only CLIP-BPE models with a plain causal text transformer convert."
+    "clip/t5: local folder or hub name of a pretrained encoder; null builds the tiny one below (and saves it to `path`). open_clip (required): MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k or ViT-B-32:/models/clip.safetensors (or hf-hub:org/repo, local-dir:/path); only CLIP-BPE models with a plain causal text transformer convert. world_clip (required): the folder stage=text_encoder converted (<run_dir>/converted)."
     layer: str = "last"
-    "open_clip only: the per-token features the U-Net cross-attends to, ln_final of the last | penultimate block's output (penultimate drops the last block at conversion: Stable Diffusion 2's choice)."
+    "open_clip (and stage=text_encoder's conversion): the per-token features the U-Net cross-attends to, ln_final of the last | penultimate block's output (penultimate drops the last block at conversion: Stable Diffusion 2's choice)."
     subfolder: Optional[str] = None
     "Subfolder of `pretrained` holding the encoder (e.g. text_encoder in a Stable Diffusion folder)."
     tokenizer_subfolder: Optional[str] = None
@@ -43,6 +44,8 @@ class TextEncoderConfig:
     "Tiny only: attention heads."
     seed: int = 0
     "Tiny only: seed of the frozen encoder's random weights."
+    clip: JudgeConfig = field(default_factory=JudgeConfig)
+    "The world CLIP that `dalle3-train stage=text_encoder` trains on the train split's captions and converts for kind=world_clip: the judge's recipe and sizes (`eval.judge`; model, pretrained and export unused: it exports to <run_dir>/export). A network of its own: the judge trains on the judge split."
 
 
 @dataclass
@@ -222,11 +225,12 @@ class LDMConfig:
 def validate_ldm(cfg: Any, key: str = "ldm") -> None:
     """Raise a one-line :class:`ConfigError` naming the first bad ``ldm.*`` value."""
     check_choice(f"{key}.text_encoder.kind", cfg.text_encoder.kind, TEXT_ENCODER_KINDS)
-    if cfg.text_encoder.kind == "open_clip":
-        check_choice(f"{key}.text_encoder.layer", cfg.text_encoder.layer, OPEN_CLIP_LAYERS)
-        if not cfg.text_encoder.pretrained:
-            raise ConfigError(f"{key}.text_encoder.pretrained is not set for kind=open_clip; allowed: "
-                              "MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k")
+    check_choice(f"{key}.text_encoder.layer", cfg.text_encoder.layer, OPEN_CLIP_LAYERS)
+    if cfg.text_encoder.kind in ("open_clip", "world_clip") and not cfg.text_encoder.pretrained:
+        allowed = ("MODEL:TAG_OR_FILE, e.g. ViT-H-14:laion2b_s32b_b79k" if cfg.text_encoder.kind == "open_clip"
+                   else "the folder `dalle3-train stage=text_encoder` converts (<run_dir>/converted)")
+        raise ConfigError(f"{key}.text_encoder.pretrained is not set for kind={cfg.text_encoder.kind}; "
+                          f"allowed: {allowed}")
     check_choice(f"{key}.noise.prediction_type", cfg.noise.prediction_type, PREDICTION_TYPES)
     check_choice(f"{key}.noise.beta_schedule", cfg.noise.beta_schedule, BETA_SCHEDULES)
     check_choice(f"{key}.noise.sampler", cfg.noise.sampler, SAMPLERS)

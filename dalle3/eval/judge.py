@@ -212,6 +212,16 @@ def train_judge(cfg: Any) -> dict:
     empty captions of a batch are one text that ClipLoss would have to match to several images.
     With ``eval.judge.twins`` each sample also brings a one-fact twin (:mod:`dalle3.eval.data`).
     """
+    return train_world_clip(cfg, cfg.eval.judge, role="judge")
+
+
+def train_world_clip(cfg: Any, clip: Any, role: str) -> dict:
+    """Train a world CLIP with the recipe ``clip`` (a ``JudgeConfig``) on ``data.train_shards``, export it to
+    ``<paths.run_dir>/export`` and validate it on ``data.val_shards``.
+
+    The judge (``role="judge"``, :func:`train_judge`) and the LDM's text encoder
+    (``role="text_encoder"``, ``stage=text_encoder``) are both such CLIPs, on different splits.
+    """
     import lightning.pytorch as pl
 
     from dalle3.captioner.export import export_captioner, export_dir
@@ -225,9 +235,8 @@ def train_judge(cfg: Any) -> dict:
 
     t0 = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    judge = cfg.eval.judge
-    module = JudgeModule(judge, max_steps=cfg.trainer.max_steps)
-    transform = (TwinScenes(to_dataclass(WorldConfig, cfg.world), cfg.data.image_size, cfg.seed) if judge.twins
+    module = JudgeModule(clip, max_steps=cfg.trainer.max_steps)
+    transform = (TwinScenes(to_dataclass(WorldConfig, cfg.world), cfg.data.image_size, cfg.seed) if clip.twins
                  else drop_empty_caption)
     datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed, sample_transform=transform)
     trainer = fit(module, datamodule, cfg)
@@ -239,15 +248,15 @@ def train_judge(cfg: Any) -> dict:
     summary = {"run_dir": str(cfg.paths.run_dir), "export": str(out), "steps": int(trainer.global_step),
                "seconds": seconds, "train_shards": str(cfg.data.train_shards), **metrics}
     if trainer.is_global_zero:
-        meta = {"stage": cfg.stage, "role": "judge", "step": int(trainer.global_step),
-                "train_shards": str(cfg.data.train_shards), "image_size": int(judge.image_size)}
+        meta = {"stage": cfg.stage, "role": role, "step": int(trainer.global_step),
+                "train_shards": str(cfg.data.train_shards), "image_size": int(clip.image_size)}
         export_captioner(module.judge, out, meta, state_dict=weights)
         scorer = JudgeScorer.from_export(str(out))
-        validation = validate_judge_model(scorer, *load_val_pairs(cfg.data.val_shards, judge.val_samples,
-                                                                  judge.image_size), seed=cfg.seed)
+        validation = validate_judge_model(scorer, *load_val_pairs(cfg.data.val_shards, clip.val_samples,
+                                                                  clip.image_size), seed=cfg.seed)
         from dalle3.utils.io import atomic_write_json
 
         atomic_write_json(out / VALIDATION_FILE, validation, indent=2)
-        log.info("judge: retrieval %.3f, sensitivity %s", validation["retrieval_top1"], validation["sensitivity"])
+        log.info("%s: retrieval %.3f, sensitivity %s", role, validation["retrieval_top1"], validation["sensitivity"])
         summary["validation"] = validation
     return summary

@@ -52,6 +52,19 @@ def load_judge(cfg: Any):
     return judge
 
 
+def check_not_judged_by_own_eyes(run: str, info: dict, judge: Any) -> None:
+    """A one-line ConfigError when the run's text encoder is the world judge's own text tower."""
+    from dalle3.eval.text_encoder import source_export
+
+    te = (info.get("ldm") or {}).get("text_encoder") or {}
+    if judge.model or te.get("kind") != "world_clip" or not te.get("pretrained"):
+        return
+    made_from = source_export(te["pretrained"]) or te["pretrained"]
+    if os.path.realpath(str(made_from)) == os.path.realpath(str(judge.export)):
+        raise ConfigError(f"eval.runs: {run!r} conditions on the judge's own text tower ({judge.export!r}); allowed: "
+                          "a text encoder of its own (stage=text_encoder), as a model is never graded by its own eyes")
+
+
 def run_eval(cfg: Any) -> dict:
     """Score every run of ``eval.runs`` with the ceiling and chance rows; write the records and the report."""
     from dalle3.eval.captioners import recaption_recall
@@ -65,6 +78,8 @@ def run_eval(cfg: Any) -> dict:
     validate_eval(e)
     runs = resolve_runs(cfg)
     infos = {run: read_run_info(run) for run in runs}
+    for run, info in infos.items():
+        check_not_judged_by_own_eyes(run, info, e.judge)
     prompts, skips = load_prompts(e.prompts, e.num_prompts)
     if len(prompts) < 2:
         raise ConfigError(f"eval.prompts={e.prompts!r} holds {len(prompts)} readable samples; allowed: at least 2")
@@ -111,6 +126,42 @@ def run_judge(cfg: Any) -> dict:
     from dalle3.eval.judge import train_judge
 
     return train_judge(cfg)
+
+
+def run_text_encoder(cfg: Any) -> dict:
+    """Train the world CLIP whose text tower is the ldm's text encoder, and convert it (stage=text_encoder).
+
+    The recipe is ``ldm.text_encoder.clip`` (the judge's, two text blocks) on the train split's
+    ground-truth alt and DSC captions, validated on ``dev``; the export goes to
+    ``<paths.run_dir>/export`` and its text tower, as a ``CLIPTextModel`` folder, to
+    ``<paths.run_dir>/converted``: ``ldm.text_encoder.kind=world_clip`` with that folder as
+    ``pretrained`` (what the pipeline hands every later step).
+    """
+    from dalle3.config.eval import validate_judge
+    from dalle3.config.ldm import validate_ldm
+    from dalle3.config.schema import validate
+    from dalle3.data.shards import validate_shards
+    from dalle3.eval.judge import train_world_clip
+    from dalle3.eval.text_encoder import convert_world_clip
+
+    validate(cfg)
+    validate_ldm(cfg.ldm)
+    validate_judge(cfg.ldm.text_encoder.clip, key="ldm.text_encoder.clip")
+    if cfg.ldm.text_encoder.clip.model:
+        raise ConfigError("ldm.text_encoder.clip.model is set: stage=text_encoder trains a world CLIP; allowed: null")
+    validate_shards("data.train_shards", cfg.data.train_shards)
+    validate_shards("data.val_shards", cfg.data.val_shards)
+    summary = train_world_clip(cfg, cfg.ldm.text_encoder.clip, role="text_encoder")
+    if "validation" in summary:  # rank 0, once the export is written
+        summary["converted"] = convert_world_clip(summary["export"], text_encoder_folder(cfg), cfg.ldm.text_encoder.layer)
+    return summary
+
+
+def text_encoder_folder(cfg: Any) -> str:
+    """Where stage=text_encoder (run folder ``paths.run_dir``) writes the converted encoder."""
+    from dalle3.eval.text_encoder import CONVERTED_DIR
+
+    return os.path.join(str(cfg.paths.run_dir), CONVERTED_DIR)
 
 
 def run_report(cfg: Any) -> dict:

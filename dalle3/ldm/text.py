@@ -1,11 +1,13 @@
 """The latent diffusion model's text side: tokenizer, frozen text encoder, prompt features.
 
 The text encoder is pretrained (CLIP or T5, :func:`load_text_encoder`), an open_clip text
-tower converted to a ``CLIPTextModel``, or the tiny one: a randomly initialised, frozen
-CLIP text transformer over a word-level vocabulary of the synthetic world
-(:func:`dalle3.world.vocab.caption_vocabulary`). Random frozen features are enough for
-the U-Net's cross-attention to tell "red" from "blue"; what matters is that they are
-fixed, which is why :func:`load_or_create_text_encoder` saves them once and reloads.
+tower converted to a ``CLIPTextModel``, a world CLIP's text tower that ``stage=text_encoder``
+trained and converted (``kind=world_clip``, what the pipeline uses), or the tiny one: a
+randomly initialised, frozen CLIP text transformer over a word-level vocabulary of the
+synthetic world (:func:`dalle3.world.vocab.caption_vocabulary`), saved once and reloaded
+so every stage sees the same weights. Random features tell words apart, but the U-Net
+learns little per-object binding from them: the world CLIP's tower doubled the dev DSC
+CLIP score at equal steps (benchmarks/RESULTS.md, session 9).
 """
 from __future__ import annotations
 
@@ -82,12 +84,15 @@ def load_text_encoder(cfg: Any, path: Optional[str] = None):
 
     ``kind=clip`` loads a ``CLIPTextModel`` (e.g. CLIP-L from Stable Diffusion 1.5),
     ``kind=t5`` a ``T5EncoderModel`` (DALL-E 3 used T5-XXL); ``kind=open_clip`` loads the
-    ``CLIPTextModel`` that :func:`load_or_create_text_encoder` converted and saved.
+    ``CLIPTextModel`` that :func:`load_or_create_text_encoder` converted and saved;
+    ``kind=world_clip`` the ``CLIPTextModel`` that ``stage=text_encoder`` converted
+    (:mod:`dalle3.eval.text_encoder`).
     """
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
     path = path or cfg.pretrained
-    model_cls = {"clip": CLIPTextModel, "t5": T5EncoderModel, "open_clip": CLIPTextModel}[cfg.kind]
+    model_cls = {"clip": CLIPTextModel, "t5": T5EncoderModel, "open_clip": CLIPTextModel,
+                 "world_clip": CLIPTextModel}[cfg.kind]
     sub = {"subfolder": cfg.subfolder} if cfg.subfolder and path == cfg.pretrained else {}
     tok_sub = {"subfolder": cfg.tokenizer_subfolder} if cfg.tokenizer_subfolder and path == cfg.pretrained else sub
     tokenizer = AutoTokenizer.from_pretrained(path, **tok_sub)

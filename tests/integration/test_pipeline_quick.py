@@ -17,7 +17,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-STEP_NAMES = ["world", "judge", "captioner_pretrain", "captioner_finetune_ssc", "captioner_finetune_dsc", "recaption",
+STEP_NAMES = ["world", "judge", "text_encoder", "captioner_pretrain", "captioner_finetune_ssc", "captioner_finetune_dsc", "recaption",
               "vae", "latents", "ldm_alt_seed0", "ldm_dsc65_seed0", "ldm_dsc95_seed0", "ldm_dsc100_seed0", "eval"]
 
 
@@ -44,6 +44,10 @@ def test_the_summary_holds_every_step_run_score_and_finding(quick):
     assert set(summary["stage_seconds"]) == {s["stage"] for s in summary["steps"]}
     models = {r: v for r, v in summary["runs"].items() if v["kind"] == "model"}
     assert sorted(v["dsc_share"] for v in models.values()) == [0.0, 0.65, 0.95, 1.0]
+    infos = [json.loads(p.read_text()) for p in sorted((out / "ldm").glob("*/run.json"))]
+    assert len(infos) == 4  # every ldm run conditions on the text_encoder step's CLIP text tower
+    assert all(i["ldm"]["text_encoder"]["kind"] == "world_clip" and
+               i["ldm"]["text_encoder"]["pretrained"] == str(out / "text_encoder" / "converted") for i in infos)
     assert {"ceiling", "chance"} <= set(summary["runs"])
     for run in models.values():
         for kind in ("dsc", "ssc", "alt"):
@@ -61,11 +65,11 @@ def test_the_summary_holds_every_step_run_score_and_finding(quick):
 def test_the_progress_line_counts_the_steps_with_time_left(quick):
     _, proc = quick
     lines = [line for line in proc.stderr.splitlines() if line.startswith("[dalle3-pipeline ")]
-    starts = [line for line in lines if re.match(r"\[dalle3-pipeline \d+/13\] \S+ \| ", line)]
-    assert [re.match(r"\[dalle3-pipeline (\d+)/13\] (\S+)", line).groups() for line in starts] == \
+    starts = [line for line in lines if re.match(r"\[dalle3-pipeline \d+/14\] \S+ \| ", line)]
+    assert [re.match(r"\[dalle3-pipeline (\d+)/14\] (\S+)", line).groups() for line in starts] == \
         [(str(i + 1), name) for i, name in enumerate(STEP_NAMES)]
     assert all(re.search(r"\| \d+m\d\ds elapsed \| ~\d+m\d\ds left$", line) for line in starts)
-    assert any("all 13 steps done in" in line for line in proc.stderr.splitlines())
+    assert any("all 14 steps done in" in line for line in proc.stderr.splitlines())
 
 
 def test_report_links_resolve_and_images_open(quick):
