@@ -45,6 +45,8 @@ class RecaptionConfig:
     "Images whose header claims more pixels are recorded as too_large, not decoded; null: PIL's limit (~89M)."
     overwrite: bool = False
     "Redo shards that are already complete (their manifest entries are dropped first)."
+    lease_timeout_s: float = 300.0
+    "A shard's lease whose heartbeat (refreshed every lease_timeout_s/30, at most every 5 s) is older than this is taken over; a holder on the same host whose pid is dead is taken over at once."
     device: str = "auto"
     "auto (cuda:<local rank> when a GPU is visible, else cpu) | cpu | cuda."
     precision: str = "32"
@@ -64,6 +66,8 @@ def validate_recaption(cfg: Any, key: str = "recaption") -> None:
     check_positive(f"{key}.batch_size", cfg.batch_size)
     check_positive(f"{key}.decode.max_new_tokens", cfg.decode.max_new_tokens)
     check_positive(f"{key}.prefetch_factor", cfg.prefetch_factor)
+    if cfg.lease_timeout_s is None or cfg.lease_timeout_s <= 0:
+        raise ConfigError(f"{key}.lease_timeout_s={cfg.lease_timeout_s!r} must be a positive number of seconds")
     if cfg.num_workers < 0:
         raise ConfigError(f"{key}.num_workers={cfg.num_workers} must be >= 0")
     if not (cfg.ssc or cfg.dsc):

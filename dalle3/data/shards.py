@@ -71,7 +71,13 @@ def _expand_one(spec: str, depth: int) -> list[str]:
     if not os.path.isfile(spec):
         raise FileNotFoundError(f"shard path does not exist: {spec!r}")
     if spec.endswith(LIST_SUFFIXES):
-        return [s for line in _read_list_file(spec) for s in _expand_one(line, depth + 1)]
+        out = []
+        for line in _read_list_file(spec):
+            try:
+                out += _expand_one(line, depth + 1)
+            except FileNotFoundError as exc:  # name the list file, not only the entry
+                raise FileNotFoundError(f"{exc} (named in the list file {spec!r})") from None
+        return out
     return [spec]
 
 

@@ -1,7 +1,8 @@
 """The latents stage's work: VAE-encode image shards once into latent shards (see :mod:`dalle3.ldm.data`).
 
 Distributed and resumable through :func:`dalle3.data.offline.run_shard_job`: launch it
-on N ranks (torchrun, SLURM tasks, job arrays) and each encodes its own shards; rerun
+on N ranks (torchrun, SLURM tasks, job arrays) and each encodes its own shards, one live
+process per shard (a lease each, so a requeue beside lingering old ranks is safe); rerun
 it and finished shards are skipped if they were made from the same inputs
 (:func:`latents_identity`: the image shard's path, size and mtime, its caption sidecar,
 the VAE and the image size), and redone otherwise. So latents of the raw world are not
@@ -21,7 +22,7 @@ import torch
 import webdataset as wds
 
 from dalle3.data.captions import CAPTION_KINDS
-from dalle3.data.offline import completed, forget, input_identity, output_name, path_identity
+from dalle3.data.offline import completed, forget, input_identity, output_names, path_identity
 from dalle3.data.pipeline import build_pipeline
 from dalle3.data.shards import assign_shards
 from dalle3.data.sidecar import sidecar_name
@@ -107,11 +108,11 @@ def redo_without_text(shards: list, out_dir: str) -> int:
     drop an entry another rank has just rewritten.
     """
     env, task = dist_env(), array_task()
-    done = completed(out_dir)
+    done, names = completed(out_dir), output_names(shards)
     n = 0
     for shard in assign_shards(shards, env.rank, env.world_size, task.task_id, task.task_count):
-        entry = done.get(output_name(shard))
+        entry = done.get(names[shard])
         if entry is not None and not entry.get("text"):
-            forget(out_dir, output_name(shard))
+            forget(out_dir, names[shard])
             n += 1
     return n

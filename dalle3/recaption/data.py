@@ -9,7 +9,9 @@ that cannot be captioned. So each worker streams its shards itself:
 
 A worker owns whole shards (worker ``w`` of ``W`` takes every ``W``-th), so one
 shard's chunks arrive in order, followed by its :class:`ShardEnd` with the count of
-samples read and, for an unreadable shard, the error. Only images are decoded, with
+samples read and, for an unreadable shard, the error. Right before reading a shard the
+worker takes its lease for the main process (:class:`Claimer`); a shard that another
+live process holds, or has committed meanwhile, is passed on as :class:`ShardSkip`. Only images are decoded, with
 :func:`dalle3.data.decode.decode_image`; other members are copied as bytes and never
 interpreted (so never unpickled).
 """
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
 from dalle3.data.decode import IMAGE_MEMBERS, decode_image
+from dalle3.data.lease import Holder
+from dalle3.data.offline import claim_shard
 from dalle3.data.pipeline import worker_slot
 from dalle3.data.skips import BadSample
 from dalle3.data.tarstream import check_end_of_archive, read_member, split_name
@@ -63,6 +67,33 @@ class ShardEnd:
     "Members that belong to no sample (directories, names without a suffix)."
     error: Optional[str] = None
     "Set when the shard could not be read to its end: it must not be committed."
+
+
+@dataclass
+class ShardSkip:
+    shard: str
+    state: str
+    "``done``: committed by another process (with the same input); ``busy``: a live process holds its lease."
+
+
+@dataclass
+class Claimer:
+    """Worker side of the leases: take a shard's lease in the main process's name (it adopts it on the shard's
+    first chunk, and commits). Picklable, so it works with any DataLoader start method."""
+
+    out_dir: str
+    names: dict
+    sources: dict
+    holder: Holder
+    timeout_s: float
+    done_after: float = 0.0
+
+    def __call__(self, shard: str) -> str:
+        state, lease = claim_shard(self.out_dir, self.names[shard], self.sources.get(shard), self.holder,
+                                   timeout_s=self.timeout_s, done_after=self.done_after)
+        if lease is not None:
+            lease.close()  # the lease file stays; the main process opens it for the heartbeat
+        return state
 
 
 def read_raw_samples(url: str, counts: dict) -> Iterator[RawSample]:
@@ -118,15 +149,22 @@ class RecaptionSource(IterableDataset):
         image_size: side of the decoded images (the captioners' input size).
         batch_size: a chunk is cut at this many decodable images (or 4x as many samples).
         max_pixels: header pixel limit (see :func:`decode_image`).
+        claim: shard → ``"mine"`` | ``"done"`` | ``"busy"`` (a :class:`Claimer`); ``None``: read every shard.
     """
 
-    def __init__(self, shards: Sequence[str], image_size: int, batch_size: int, max_pixels: Optional[int] = None):
+    def __init__(self, shards: Sequence[str], image_size: int, batch_size: int, max_pixels: Optional[int] = None,
+                 claim: Optional[Callable[[str], str]] = None):
         super().__init__()
         self.shards, self.image_size, self.batch_size, self.max_pixels = list(shards), image_size, batch_size, max_pixels
+        self.claim = claim
 
-    def __iter__(self) -> Iterator[Union[Chunk, ShardEnd]]:
+    def __iter__(self) -> Iterator[Union[Chunk, ShardEnd, ShardSkip]]:
         worker, workers = worker_slot()
         for shard in self.shards[worker::workers]:
+            state = self.claim(shard) if self.claim is not None else "mine"
+            if state != "mine":
+                yield ShardSkip(shard, state)
+                continue
             yield from self.read_shard(shard)
 
     def read_shard(self, shard: str) -> Iterator[Union[Chunk, ShardEnd]]:

@@ -6,6 +6,10 @@ place from :func:`dalle3.dist.env.dist_env` / :func:`array_task`, takes its shar
 :func:`dalle3.data.offline.plan_shards` (a pure function of rank, world size and the
 shard list, minus shards completed from the same input and captioners), and works
 alone, so a dead rank never blocks another and a rerun finishes whatever is left.
+Each shard is worked on by one live process at a time (:mod:`dalle3.data.lease`): a
+shard that another live process holds (a second copy of the job, the orphaned ranks of
+a killed launcher) is waited for and then skipped once committed, or taken over when
+its holder is gone. So a rank ends when its whole share is committed, by anyone.
 
 Per rank: DataLoader workers read and decode whole shards (:mod:`dalle3.recaption.data`)
 while the main process runs both captioners on each batch (each image decoded once)
@@ -25,8 +29,8 @@ from typing import Any, Optional
 
 from dalle3.config.recaption import CAPTIONER_KINDS
 from dalle3.config.validate import ConfigError
-from dalle3.data.offline import MANIFEST_DIR, ShardPlan, commit_shard, forget, output_name, remove_stale_tmp, \
-    tmp_output
+from dalle3.data.lease import Heartbeat, Lease, lease_path, this_process
+from dalle3.data.offline import MANIFEST_DIR, ShardPlan, commit_shard, poll_interval, poll_others, tmp_output
 from dalle3.data.sidecar import sidecar_name
 from dalle3.dist.env import ArrayTask, DistEnv
 from dalle3.recaption.summary import write_json
@@ -36,8 +40,9 @@ log = get_logger("dalle3.recaption")
 
 
 def output_name_fn(mode: str):
-    """Input shard → output file name: the shard's base name, or its sidecar's name."""
-    return output_name if mode == "shards" else sidecar_name
+    """Input shard → output file name for :func:`plan_shards`: ``None`` (its layout-aware default,
+    :func:`dalle3.data.offline.output_names`) for new shards, the sidecar's name for sidecars."""
+    return None if mode == "shards" else sidecar_name
 
 
 def pick_device(setting: str, env: DistEnv):
@@ -70,18 +75,23 @@ def load_generators(rc: Any, device) -> tuple[dict, int]:
 class Recaptioner:
     """Main-process side: caption chunks as they arrive and write, commit or abandon shard outputs."""
 
-    def __init__(self, generators: dict, rc: Any, env: DistEnv, task: ArrayTask, device,
-                 sources: Optional[dict] = None):
+    def __init__(self, generators: dict, rc: Any, env: DistEnv, task: ArrayTask, device, plan: ShardPlan,
+                 beat: Optional[Heartbeat] = None):
         import torch
 
         self.generators, self.rc, self.env, self.task, self.device = generators, rc, env, task, device
-        self.sources = sources or {}
+        self.sources = plan.sources
         "Input shard → the identity its manifest entry records (:attr:`ShardPlan.sources`)."
-        self.name_fn = output_name_fn(rc.mode)
+        self.names = plan.names
+        self.holder = this_process(env.rank, task.task_id)
+        self.beat = beat
+        "Refreshes the lease of every shard in flight; ``None``: no leases (tests of the writer side)."
         self.open: dict[str, Any] = {}
         self.started: dict[str, float] = {}
         self.done: list[dict] = []
         self.failed_shards: list[dict] = []
+        self.by_others = self.lost = 0
+        "Shards committed by another process (so skipped here); shards whose work was dropped (taken over)."
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(rc.precision))
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
@@ -89,11 +99,11 @@ class Recaptioner:
         from dalle3.recaption.writer import SidecarOutput, TarOutput
 
         if shard not in self.open:
-            final = os.path.join(self.rc.out_dir, self.name_fn(shard))
-            remove_stale_tmp(final)  # left by a killed run; this process owns the shard now
-            # an overwrite or a changed input: a crash mid-redo must leave it "incomplete", not "done"
-            forget(self.rc.out_dir, self.name_fn(shard))
-            tmp = tmp_output(final, self.env, self.task)
+            name = self.names[shard]
+            final = os.path.join(self.rc.out_dir, name)
+            if self.beat is not None:  # the worker took the lease (and cleaned up) in this process's name
+                self.beat.add(name, Lease.adopt(lease_path(self.rc.out_dir, name), self.holder))
+            tmp = tmp_output(final, self.env, self.task, self.holder)
             self.open[shard] = (TarOutput if self.rc.mode == "shards" else SidecarOutput)(tmp)
             self.started[shard] = time.time()
         return self.open[shard]
@@ -128,18 +138,31 @@ class Recaptioner:
             os.remove(out.path)
             self.record_failure(end.shard, f"wrote {out.samples} samples of the {end.input_samples} read")
             return
-        name = self.name_fn(end.shard)
+        name = self.names[end.shard]
         stats = {"mode": self.rc.mode, "input_samples": end.input_samples, **out.stats(),
                  "ignored_members": end.ignored_members, "rank": self.env.rank, "task_id": self.task.task_id,
                  "captioners": {k: getattr(self.rc, k) for k in self.generators},
                  "seconds": round(time.time() - self.started.pop(end.shard, time.time()), 3)}
-        commit_shard(self.rc.out_dir, end.shard, out.path, name, stats, self.sources.get(end.shard))
+        lease = self.beat.pop(name) if self.beat is not None else None
+        if commit_shard(self.rc.out_dir, end.shard, out.path, name, stats, self.sources.get(end.shard),
+                        lease) is None:
+            self.lost += 1  # taken over while we worked: the other process's copy counts
+            return
         self.clear_failure(name)
         self.done.append(stats)
+
+    def skip(self, item) -> bool:
+        """A shard a worker did not read (:class:`ShardSkip`); return whether to wait for it (held by another)."""
+        self.by_others += item.state == "done"
+        return item.state == "busy"
 
     def abandon(self, shard: str) -> None:
         out = self.open.pop(shard, None)
         self.started.pop(shard, None)
+        if self.beat is not None:  # an unreadable shard may end before any chunk adopted its lease
+            name = self.names[shard]
+            lease = self.beat.pop(name) or Lease.adopt(lease_path(self.rc.out_dir, name), self.holder)
+            lease.release()
         if out is not None:
             out.close()
             if os.path.exists(out.path):
@@ -153,7 +176,7 @@ class Recaptioner:
         log.error("recaption: shard %s is unreadable and was skipped: %s", shard, error)
         entry = {"input": shard, "error": error, "rank": self.env.rank, "task_id": self.task.task_id,
                  "time": time.time()}
-        write_json(os.path.join(self.rc.out_dir, MANIFEST_DIR, "_failed", self.name_fn(shard) + ".json"), entry)
+        write_json(os.path.join(self.rc.out_dir, MANIFEST_DIR, "_failed", self.names[shard] + ".json"), entry)
         self.failed_shards.append({"shard": shard, "error": error})
 
     def clear_failure(self, name: str) -> None:
@@ -162,46 +185,74 @@ class Recaptioner:
             os.remove(path)
 
 
-def make_loader(plan: ShardPlan, rc: Any, image_size: int):
+def make_loader(shards: list, rc: Any, image_size: int, claim=None):
     from torch.utils.data import DataLoader
 
     from dalle3.recaption.data import RecaptionSource
 
-    source = RecaptionSource(plan.todo, image_size, rc.batch_size, rc.max_pixels)
-    workers = min(rc.num_workers, len(plan.todo))  # a worker owns whole shards
+    source = RecaptionSource(shards, image_size, rc.batch_size, rc.max_pixels, claim)
+    workers = min(rc.num_workers, len(shards))  # a worker owns whole shards
     return DataLoader(source, batch_size=None, num_workers=workers,
                       prefetch_factor=rc.prefetch_factor if workers else None,
                       pin_memory=False, persistent_workers=False)
 
 
 def process(plan: ShardPlan, rc: Any, env: DistEnv, task: ArrayTask) -> tuple[Recaptioner, int]:
-    """Caption every shard in ``plan.todo``; return the recaptioner (its records) and images captioned."""
+    """Caption every shard in ``plan.todo`` not done by another process; return the recaptioner and images captioned.
+
+    Shards that a live process holds are waited for, polling their manifest entries and
+    leases: committed ones are skipped, ones whose holder is gone are claimed in a next pass.
+    """
     import torch
     from tqdm import tqdm
 
-    from dalle3.recaption.data import ShardEnd
+    from dalle3.recaption.data import Claimer
 
     if rc.threads:
         torch.set_num_threads(int(rc.threads))
     device = pick_device(rc.device, env)
     generators, image_size = load_generators(rc, device)
-    job = Recaptioner(generators, rc, env, task, device, plan.sources)
+    timeout, poll = float(rc.lease_timeout_s), poll_interval(float(rc.lease_timeout_s))
+    beat = Heartbeat(poll)
+    job = Recaptioner(generators, rc, env, task, device, plan, beat)
+    done_after = time.time() if rc.overwrite else 0.0  # overwrite: only what is committed from now on counts
+    claim = Claimer(str(rc.out_dir), plan.names, plan.sources, job.holder, timeout, done_after)
     bar = tqdm(unit="img", desc=f"recaption t{task.task_id} r{env.rank}", position=env.local_rank,
                disable=not rc.progress_bar, dynamic_ncols=True, mininterval=1.0)
-    n = 0
+    n, pending, waiting = 0, list(plan.todo), []
     try:
-        for item in make_loader(plan, rc, image_size):
-            if isinstance(item, ShardEnd):
-                job.end_shard(item)
-                bar.set_postfix(shards=f"{len(job.done) + len(job.failed_shards)}/{len(plan.todo)}")
-            else:
-                captioned = job.add_chunk(item)
-                n += captioned
-                bar.update(captioned)
+        while pending or waiting:
+            if pending:
+                n, busy = one_pass(job, make_loader(pending, rc, image_size, claim), bar, n, len(plan.todo))
+                waiting += busy
+            if waiting:
+                time.sleep(poll)
+            done, pending, waiting = poll_others(str(rc.out_dir), waiting, plan.names, plan.sources,
+                                                 timeout_s=timeout, done_after=done_after)
+            job.by_others += len(done)
     finally:
         job.abandon_all()  # only after an exception: a normal end has committed every shard
+        beat.stop()
         bar.close()
     return job, n
+
+
+def one_pass(job: Recaptioner, loader, bar, n: int, total: int) -> tuple[int, list]:
+    """Run the loader's items through ``job``; return (images captioned so far, shards held by others)."""
+    from dalle3.recaption.data import ShardEnd, ShardSkip
+
+    busy = []
+    for item in loader:
+        if isinstance(item, ShardSkip):
+            busy += [item.shard] if job.skip(item) else []
+        elif isinstance(item, ShardEnd):
+            job.end_shard(item)
+            bar.set_postfix(shards=f"{len(job.done) + len(job.failed_shards) + job.by_others}/{total}")
+        else:
+            captioned = job.add_chunk(item)
+            n += captioned
+            bar.update(captioned)
+    return n, busy
 
 
 def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task: ArrayTask,
@@ -215,6 +266,7 @@ def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task
     return {"rank": env.rank, "world_size": env.world_size, "task_id": task.task_id, "task_count": task.task_count,
             "source": env.source, "host": socket.gethostname(), "pid": os.getpid(),
             "assigned": len(plan.mine), "done": len(done), "skipped": len(plan.skipped),
+            "done_by_others": job.by_others if job else 0, "lost": job.lost if job else 0,
             "redone_input_changed": len(plan.changed),
             "failed_shards": job.failed_shards if job else [],
             "input_samples": sum(s["input_samples"] for s in done),

@@ -12,8 +12,9 @@ from typing import Any
 
 from dalle3.config.recaption import CAPTIONER_KINDS, validate_recaption
 from dalle3.config.validate import ConfigError
-from dalle3.data.offline import completed, input_identity, path_identity, plan_shards
+from dalle3.data.offline import check_unique, completed, input_identity, output_names, path_identity, plan_shards
 from dalle3.data.shards import validate_shards
+from dalle3.data.sidecar import sidecar_name
 from dalle3.dist.env import array_task, dist_env
 from dalle3.recaption.job import output_name_fn, process, rank_summary
 from dalle3.recaption.summary import merge_and_write, rank_file, write_json
@@ -38,6 +39,12 @@ def check_inputs(rc: Any) -> list[str]:
             raise ConfigError(f"recaption.{kind}={folder!r} is not a captioner export (no {META_FILE}); allowed: "
                               f"the export of `dalle3-train stage=captioner_finetune captioner.target={kind}`, or null")
     shards = validate_shards("recaption.input_shards", rc.input_shards)
+    try:
+        output_names(shards) if rc.mode == "shards" else check_unique({s: sidecar_name(s) for s in shards})
+    except ValueError as exn:
+        hint = "" if rc.mode == "shards" else \
+            " (sidecars are found by the shard's base name); allowed: recaption.mode=shards, or distinct base names"
+        raise ConfigError(f"recaption.input_shards={rc.input_shards!r}: {exn}{hint}") from None
     out = os.path.realpath(rc.out_dir)
     if rc.mode == "shards" and any(os.path.dirname(os.path.realpath(s)) == out for s in shards):
         raise ConfigError(f"recaption.out_dir={rc.out_dir!r} holds input shards, which mode=shards would overwrite; "
@@ -69,7 +76,7 @@ def run_recaption(cfg: Any) -> dict:
     job, captioned = process(plan, rc, env, task) if plan.todo else (None, 0)
     mine = rank_summary(plan, job, env, task, started, time.time(), captioned)
     write_json(rank_file(rc.out_dir, task.task_id, env.rank), mine)
-    names = {name_fn(s) for s in shards}
+    names = set(plan.names.values())
     merged = merge_and_write(rc.out_dir, env.world_size, task.task_count, len(shards),
                              lambda: len(names & set(completed(rc.out_dir))))
     log.info("recaption: rank done: %s", json.dumps({k: v for k, v in mine.items() if k != "failed_shards"}))

@@ -26,7 +26,7 @@ from dalle3.utils.io import atomic_write_json
 
 SUMMARY_DIR = "_summary"
 SUMMARY_FILE = "summary.json"
-FLOW_KEYS = ("assigned", "done", "skipped", "redone_input_changed", "input_samples", "output_samples", "captioned")
+FLOW_KEYS = ("assigned", "done", "skipped", "done_by_others", "lost", "redone_input_changed", "input_samples", "output_samples", "captioned")
 "Rank counts that add up in the merged summary."
 
 
@@ -76,6 +76,8 @@ def merge(ranks: Iterable[dict], total_shards: int, completed: int) -> dict:
         "complete": completed == total_shards,
         "shards_done": totals["done"],
         "shards_skipped": totals["skipped"],
+        "shards_done_by_others": totals["done_by_others"],
+        "shards_lost": totals["lost"],
         "shards_redone_input_changed": totals["redone_input_changed"],
         "shards_failed": [f for r in ranks for f in r.get("failed_shards", [])],
         "samples_captioned": totals["captioned"],

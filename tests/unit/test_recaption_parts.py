@@ -178,6 +178,14 @@ def test_an_unreadable_shard_ends_with_an_error(tmp_path, damage):
         list(read_raw_samples(str(shard), {}))
 
 
+def test_a_worker_passes_on_shards_it_could_not_claim(tmp_path):
+    shard = tmp_path / "00000.tar"
+    write_shard(shard, 0, 3, size=32)
+    states = iter(["busy", "done"])
+    items = list(RecaptionSource([str(shard), str(shard)], 32, 4, claim=lambda s: next(states)))
+    assert [(type(i).__name__, i.state) for i in items] == [("ShardSkip", "busy"), ("ShardSkip", "done")]
+
+
 def test_merged_summary_adds_ranks_and_measures_the_span():
     ranks = [{"rank": r, "world_size": 2, "task_id": 0, "task_count": 1, "assigned": 2, "done": 2 - r, "skipped": r,
               "input_samples": 10, "output_samples": 10, "captioned": 9, "failed": {"bad_image": 1},
@@ -204,12 +212,22 @@ def test_config_composes_and_bad_values_fail_with_one_line(tmp_path):
     base = [f"recaption.input_shards={shards}", f"recaption.ssc={_export(tmp_path / 's')}",
             f"recaption.dsc={_export(tmp_path / 'd')}", f"recaption.out_dir={tmp_path / 'out'}", "stage=recaption"]
     assert check_config(compose(base)) == [str(shards / "00000.tar")]
+    again = tmp_path / "in2"  # the same shard name in another folder: fine for new shards, not for sidecars
+    again.mkdir()
+    write_shard(again / "00000.tar", 1, 2, size=32)
+    assert len(check_config(compose(base[1:] + [f"recaption.input_shards='{shards},{again}'"]))) == 2
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{shards}/00000.tar\n{shards}/00007.tar\n")
     assert compose(["stage=ldm"]).recaption.out_dir == compose(["stage=recaption"]).recaption.out_dir
     for extra, words in [(["recaption.mode=copy"], "recaption.mode"),
                          ([f"recaption.dsc={tmp_path / 'nothing'}"], "recaption.dsc"),
                          (["recaption.ssc=null", "recaption.dsc=null"], "both null"),
                          ([f"recaption.out_dir={shards}"], "would overwrite"),
-                         (["recaption.batch_size=0"], "recaption.batch_size")]:
+                         (["recaption.batch_size=0"], "recaption.batch_size"),
+                         (["recaption.lease_timeout_s=0"], "recaption.lease_timeout_s"),
+                         ([f"recaption.input_shards={listing}"], "named in the list file"),
+                         ([f"recaption.input_shards='{shards},{again}'", "recaption.mode=sidecar"],
+                          "sidecars are found by the shard's base name")]:
         with pytest.raises(ConfigError) as err:
             check_config(compose(base + extra))
         assert words in str(err.value) and "\n" not in str(err.value)
