@@ -38,6 +38,20 @@ GENERATE_ALIASES = {k: f"ldm.generate.{k}" for k in ("prompt", "n", "guidance", 
 "`dalle3-generate prompt=... n=... guidance=... steps=... seed=...`: short names of ldm.generate.*."
 
 
+UPSAMPLE_FLAG = {"upsample": "upsample.enabled"}
+"`dalle3-generate ... upsample=true`, `dalle3-eval ... upsample=true`: the flag; `upsample=<preset>` still picks conf/upsample/."
+
+
+def expand_flags(args: list[str], flags: Mapping[str, str]) -> list[str]:
+    """``key=true|false`` for a key of ``flags`` becomes ``flags[key]=value``; other values pass through
+    (``upsample=qwen2.5-1.5b-instruct`` is still the config group choice)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        out.append(f"{flags[key]}={value}" if sep and key in flags and value.lower() in ("true", "false") else arg)
+    return out
+
+
 REPORT_ALIASES = {"": "eval.out_dir"}
 "`dalle3-report DIR`: the positional argument is the evaluation folder."
 
@@ -80,6 +94,7 @@ def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str], r
             log.warning("%s is deprecated; use %s (the same command)", command, renamed_to)
         if aliases:
             sys.argv[1:] = expand_aliases(sys.argv[1:], aliases)
+        sys.argv[1:] = expand_flags(sys.argv[1:], UPSAMPLE_FLAG)
         if default_stage and not any(a.startswith(("stage=", "+stage=")) for a in sys.argv[1:]):
             sys.argv.append(f"stage={default_stage}")
         _hydra_main()
@@ -90,7 +105,7 @@ def _entry(command: str, default_stage: Optional[str], allowed: Iterable[str], r
 world_main = _entry("dalle3-world", "world", ["world"])
 data_main = _entry("dalle3-data", "world", ["world"], renamed_to="dalle3-world")
 train_main = _entry("dalle3-train", None, ["captioner_pretrain", "captioner_finetune", "text_encoder", "vae",
-                                             "latents", "ldm", "judge"])
+                                             "latents", "ldm", "judge", "upsample"])
 recaption_main = _entry("dalle3-recaption", "recaption", ["recaption"])
 eval_main = _entry("dalle3-eval", "eval", ["eval"])
 generate_main = _entry("dalle3-generate", "generate", ["generate"], aliases=GENERATE_ALIASES)

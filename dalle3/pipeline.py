@@ -96,6 +96,9 @@ PREFIX: tuple[Step, ...] = (
     Step("vae"),
     Step("latents"),
 )
+# Prompt upsampling (DALL-E 3, section 3), with `pipeline.upsample=true`: the world's upsampler LM;
+# the evaluation then also scores the SSC and alt prompts upsampled, against the short prompts themselves.
+UPSAMPLE = Step("upsample", carry=lambda cfg, carried: ["upsample.enabled=true"])
 EVAL = Step("eval")
 
 
@@ -108,7 +111,7 @@ def ldm_steps(pipeline_cfg: Any) -> tuple[Step, ...]:
 def build_steps(pipeline_cfg: Any) -> tuple[Step, ...]:
     """The pipeline's steps: the recipe up to the latents, every ldm run, the evaluation."""
     validate_pipeline(pipeline_cfg)
-    return (*PREFIX, *ldm_steps(pipeline_cfg), EVAL)
+    return (*PREFIX, *((UPSAMPLE,) if pipeline_cfg.upsample else ()), *ldm_steps(pipeline_cfg), EVAL)
 
 
 def _duration(seconds: float) -> str:
@@ -121,7 +124,7 @@ def _duration(seconds: float) -> str:
 # Seconds each stage took in the default `make demo` on 2 CPU cores (benchmarks/RESULTS.md):
 # the first estimate of time left, before this machine has timed a run of its own.
 REFERENCE_SECONDS = {"world": 10, "judge": 200, "text_encoder": 250, "captioner_pretrain": 40, "captioner_finetune": 300,
-                     "recaption": 60, "vae": 360, "latents": 15, "ldm": 240, "eval": 300}
+                     "recaption": 60, "vae": 360, "latents": 15, "upsample": 270, "ldm": 240, "eval": 300}
 
 
 class Progress:

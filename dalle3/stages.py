@@ -57,6 +57,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("judge", "eval", "train the judge CLIP on the judge split"),
     Stage("text_encoder", "eval", "train the world CLIP whose text tower is the ldm's text encoder"),
     Stage("report", "eval", "the HTML report of an evaluation folder"),
+    Stage("upsample", "upsample", "train the world's prompt upsampler LM (short prompt -> DSC)"),
 ]}
 
 RENAMED: dict[str, str] = {"data": "world"}

@@ -37,6 +37,8 @@ class PipelineConfig:
     "Hydra overrides for every step of this set (e.g. pipeline=quick's small world and short training)."
     lanes: int = 0
     "ldm runs trained at once, each a `dalle3-train` process with trainer.cpu_threads = cores / lanes (1: one after another, in this process; 0: auto, see resolve_lanes)."
+    upsample: bool = False
+    "Also train the world's prompt upsampler (stage=upsample) and score every run on upsampled SSC and alt prompts beside the plain ones (about +7 min on 2 CPU cores; off in the default set, whose numbers the README states without it)."
 
 
 def run_overrides(spec: Any, seed: int) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from dalle3.config.eval import EvalConfig
 from dalle3.config.ldm import LDMConfig
 from dalle3.config.pipeline import PipelineConfig
 from dalle3.config.recaption import RecaptionConfig
+from dalle3.config.upsample import UpsampleConfig
 from dalle3.config.validate import check_choice, check_positive, check_range, per_device_batch
 from dalle3.config.world import (DSC_ORDERS, IMAGE_FORMATS, DataGenConfig, SplitSizes,  # noqa: F401 (re-exported)
                                  WorldConfig, validate_datagen, validate_world)
@@ -138,6 +139,8 @@ class RootConfig:
     "The evaluation stage: CLIP score and prompt-following checks of ldm runs."
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     "`dalle3-pipeline`: the set of ldm runs the recipe trains (conf/pipeline/)."
+    upsample: UpsampleConfig = field(default_factory=UpsampleConfig)
+    "Prompt upsampling: the LM that rewrites short prompts into descriptive captions (conf/upsample/)."
 
 
 def validate_caption(cfg: Any, key: str = "caption") -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
 
-DSC_ORDERS = ("reading", "shuffled")
+DSC_ORDERS = ("reading", "shuffled", "subject")
 """Allowed ``world.dsc_order`` values."""
 IMAGE_FORMATS = ("png", "jpg")
 """Allowed ``world.image_format`` values."""
@@ -41,7 +41,8 @@ class WorldConfig:
     dsc_order: str = "reading"
     """Order of the objects in a descriptive caption: ``reading`` (colour-shape groups by
     their first member in reading order, top left to bottom right, and each group's members
-    likewise, as a person scanning the picture would) or ``shuffled`` (random order)."""
+    likewise, as a person scanning the picture would), ``shuffled`` (random order) or ``subject``
+    (reading order, the main subject's group first: the prompt upsampler's targets)."""
     image_format: str = "png"
     "Image member written to shards: png (lossless) or jpg."
     jpeg_quality: int = 95

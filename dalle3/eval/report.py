@@ -19,6 +19,7 @@ from dalle3.eval import figures
 from dalle3.eval.findings import findings
 from dalle3.eval.report_html import render_html
 from dalle3.eval.stats import by_run, load_records, mean_ci, paired_diff
+from dalle3.eval.upsample import upsampling_comparison
 
 KINDS = ("dsc", "ssc", "alt")
 CHECK_NAMES = figures.CHECK_NAMES
@@ -179,6 +180,7 @@ def build_report(out_dir, comparisons: Optional[Sequence[tuple[str, str]]] = Non
         "judge": _optional_json(out_dir, "judge.json"),
         "captioners": _optional_json(out_dir, "captioners.json"),
         "findings": findings(records, runs, n_boot=n_boot),
+        "upsampling": upsampling_comparison(records, runs, METRICS, n_boot),
     }
 
 
@@ -227,7 +229,8 @@ def write_report(out_dir, comparisons: Optional[Sequence[tuple[str, str]]] = Non
     (report_dir / "report.json").write_text(json.dumps(rep, indent=1, default=str))
     index = report_dir / "index.html"
     index.write_text(render_html(rep, links={n: (report_dir.parent / n).exists()
-                                             for n in ("records.jsonl", "runs.json", "judge.json", "captioners.json")}))
+                                             for n in ("records.jsonl", "runs.json", "judge.json", "captioners.json",
+                                                       "upsample.json")}))
     return index
 
 

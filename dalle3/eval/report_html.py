@@ -124,6 +124,29 @@ def comparisons_section(rep: dict) -> str:
     return "".join(out)
 
 
+def upsampling_section(rep: dict) -> str:
+    """Short prompts with and without prompt upsampling, per run: with − without, paired (``dalle3-eval upsample=true``)."""
+    comp = rep.get("upsampling") or {}
+    if not comp:
+        return ""
+    metrics = rep["metrics"]
+    out = ['<h2 id="upsampling">Prompt upsampling</h2><p class="caption">Each short prompt is rewritten by the '
+           "upsampler into a descriptive caption and the same run generates from it with the same noise seed. Both "
+           "images are scored against the <em>original</em> short prompt: judge CLIP against its text, exact checks "
+           "of the facts it states. Cells: with − without upsampling over the same prompts, 95% paired bootstrap "
+           "interval; bold where it excludes 0. Fallback: share of prompts the guards sent on as they were.</p>"]
+    for kind, rows in comp.items():
+        body = "".join(
+            f'<tr data-run="{escape(r["run"])}"><td>{escape(r["label"])}</td><td class="num">{100 * r["fallback_rate"]:.1f}%</td>'
+            + "".join(ci_cell(r[side][m], m) for m in ("clip", "exact") for side in ("without", "with"))
+            + "".join(diff_cell(r["metrics"][m], m) for m in metrics) + "</tr>" for r in rows)
+        heads = ["run", "fallback", "clip without", "clip with", "exact without", "exact with",
+                 *[f"Δ {m}" for m in metrics]]
+        out.append(f'<h3 id="upsampling-{kind}">{kind} prompts</h3><div class="wide"><table class="upsampling" '
+                   f'data-kind="{kind}">{_head(heads)}{body}</table></div>')
+    return "".join(out)
+
+
 def figures_section(rep: dict) -> str:
     out = ['<h2 id="figures">Figures</h2>']
     for f in rep["figures"]:
@@ -230,7 +253,8 @@ def render_html(rep: dict, links: dict[str, bool]) -> str:
     files = ", ".join(f'<a href="../{n}">{n}</a>' for n, ok in links.items() if ok)
     nav = " · ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("findings", "findings"), ("runs", "runs"), ("scores", "scores"), ("comparisons", "comparisons"), ("figures", "figures"),
-        ("grids", "samples")) + ((("judge", "judge"),) if rep.get("judge") is not None else ())
+        ("grids", "samples")) + ((("upsampling", "upsampling"),) if rep.get("upsampling") else ())
+        + ((("judge", "judge"),) if rep.get("judge") is not None else ())
         + ((("captioners", "captioners"),) if rep.get("captioners") is not None else ()))
     per_kind = ", ".join(f"{n} {k}" for k, n in src["records_per_kind"].items())
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>dalle3 evaluation report</title>"
@@ -238,7 +262,8 @@ def render_html(rep: dict, links: dict[str, bool]) -> str:
             f"<p>From <code>{escape(src['dir'])}</code>: {src['records']} per-prompt records ({per_kind}) of "
             f"{src['runs']} runs. Files: {files}, <a href=\"report.json\">report.json</a> (every number below). "
             f"Intervals: {src['level']:.0%} percentile bootstrap over prompts, {src['n_boot']} resamples.</p>"
-            f"<p>{nav}</p>{findings_section(rep)}{runs_section(rep)}{tables_section(rep)}{comparisons_section(rep)}{figures_section(rep)}"
+            f"<p>{nav}</p>{findings_section(rep)}{runs_section(rep)}{tables_section(rep)}{comparisons_section(rep)}"
+            f"{upsampling_section(rep)}{figures_section(rep)}"
             f"{grids_section(rep)}{validation_section(rep)}"
             f'<p id="render-status" class="n">(render status is written here by the page after load)</p>'
             f"{_STATUS_JS}</body></html>")

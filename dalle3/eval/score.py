@@ -32,12 +32,15 @@ def prompts_of(prompts: Sequence[Prompt], kind: str) -> list[Prompt]:
 
 
 def make_records(run: str, kind: str, prompts: Sequence[Prompt], images: torch.Tensor, judge: Any, *,
-                 seed: int, step: Optional[int], out_dir: str, save_images: int = 0) -> list[dict]:
+                 seed: int, step: Optional[int], out_dir: str, save_images: int = 0,
+                 label: Optional[str] = None) -> list[dict]:
     """One record per prompt: image ``i`` scored against ``prompts[i]`` of ``kind``.
 
     Args:
         judge: a :class:`dalle3.eval.judge.JudgeScorer`, or None (no CLIP score).
         save_images: write the first N images as PNGs under ``out_dir/images`` (for the grids).
+        label: the records' ``kind`` (and image folder) when it is not ``kind``: ``ssc_up`` for images
+            generated from upsampled SSC prompts, still scored against the SSC prompt itself.
     """
     from dalle3.ldm.sample import to_pil
 
@@ -48,10 +51,10 @@ def make_records(run: str, kind: str, prompts: Sequence[Prompt], images: torch.T
     for i, (p, text) in enumerate(zip(prompts, texts)):
         image = None
         if i < save_images:
-            image = os.path.join("images", _safe(run), kind, f"{p.key}.png")
+            image = os.path.join("images", _safe(run), label or kind, f"{p.key}.png")
             os.makedirs(os.path.dirname(os.path.join(out_dir, image)), exist_ok=True)
             to_pil(images[i]).save(os.path.join(out_dir, image))
-        out.append({"run": run, "kind": kind, "key": p.key, "prompt": text, "seed": seed, "step": step,
+        out.append({"run": run, "kind": label or kind, "key": p.key, "prompt": text, "seed": seed, "step": step,
                     "clip": None if clip[i] is None else round(float(clip[i]), 4), "checks": checks[i],
                     "image": image})
     return out
@@ -110,8 +113,13 @@ def _step_of(path: Path) -> int:
 
 
 @torch.no_grad()
-def run_records(cfg: Any, run_dir: str, info: dict, prompts: Sequence[Prompt], judge: Any) -> tuple[list, dict]:
-    """Every record of one ldm run and its entries for ``runs.json`` (one per scored checkpoint)."""
+def run_records(cfg: Any, run_dir: str, info: dict, prompts: Sequence[Prompt], judge: Any,
+                upsampling: Any = None) -> tuple[list, dict]:
+    """Every record of one ldm run and its entries for ``runs.json`` (one per scored checkpoint).
+
+    With ``upsampling`` (:class:`dalle3.eval.upsample.EvalUpsampling`), the final checkpoint is also
+    scored on the upsampled short prompts (records of kind ``<kind>_up``).
+    """
     from omegaconf import OmegaConf
 
     from dalle3.ldm.generate import generate_batched, load_trained_parts
@@ -139,6 +147,8 @@ def run_records(cfg: Any, run_dir: str, info: dict, prompts: Sequence[Prompt], j
                                       steps=e.steps, seed=e.seed, batch_size=e.batch_size)
             records += make_records(rid, kind, ps, images, judge, seed=e.seed, step=step, out_dir=e.out_dir,
                                     save_images=e.grid_prompts if final else 0)
+        if final and upsampling is not None:
+            records += upsampling.records(rid, parts, sampler, prompts, judge, step)
         entries[rid] = run_entry(info, step, final, name)
         log.info("eval: %s step %s scored (%s)", name, step, "final" if final else "curve")
     return records, entries

@@ -88,20 +88,34 @@ def run_eval(cfg: Any) -> dict:
     os.makedirs(e.out_dir, exist_ok=True)
     records = reference_records(cfg, prompts, judge, load_vae(cfg.ldm.vae))
     entries = reference_entries()
+    upsampling = upsampling_of(cfg)
     for run in runs:
         log.info("eval: scoring %s (%s) on %d prompts of each kind", run, infos[run]["label"], len(prompts))
-        recs, ents = run_records(cfg, run, infos[run], prompts, judge)
+        recs, ents = run_records(cfg, run, infos[run], prompts, judge, upsampling)
         records += recs
         entries.update(ents)
     atomic_write_text(os.path.join(e.out_dir, "records.jsonl"), "".join(_json_line(r) for r in records))
     atomic_write_json(os.path.join(e.out_dir, "runs.json"), entries, indent=1)
     atomic_write_json(os.path.join(e.out_dir, "judge.json"), judge.validation, indent=1)
+    if upsampling is not None:
+        atomic_write_json(os.path.join(e.out_dir, "upsample.json"), upsampling.summary(), indent=1)
     recall = recaption_recall(e.recaptions) if e.recaptions and os.path.isdir(e.recaptions) else None
     if recall is not None:
         atomic_write_json(os.path.join(e.out_dir, "captioners.json"), recall, indent=1)
     report = write_report(e.out_dir)
     return {"out_dir": str(e.out_dir), "report": str(report), "runs": len(runs), "prompts": len(prompts),
             "skipped": skips.total, "records": len(records), "seconds": round(time.time() - t0, 1)}
+
+
+def upsampling_of(cfg: Any):
+    """``upsample=true``: the evaluation's upsampler (:mod:`dalle3.eval.upsample`), else None."""
+    if not cfg.upsample.enabled:
+        return None
+    from dalle3.config.upsample import validate_upsample
+    from dalle3.eval.upsample import EvalUpsampling
+
+    validate_upsample(cfg.upsample)
+    return EvalUpsampling(cfg)
 
 
 def _json_line(record: dict) -> str:

@@ -21,7 +21,7 @@ from dalle3.utils.io import atomic_write_json
 RUN_FILE = "run.json"
 _NOT_IDENTITY = ("paths", "trainer.resume", "trainer.max_steps", "trainer.progress_bar", "trainer.devices", "trainer.num_nodes",
                  "trainer.strategy", "trainer.zero_stage", "trainer.offload", "trainer.cpu_threads",
-                 "data.num_workers", "recaption", "eval", "datagen.workers")
+                 "data.num_workers", "recaption", "eval", "upsample", "datagen.workers")
 "Config keys that change where, how fast or how long a run trains, not what it learns: left out of the hash."
 
 

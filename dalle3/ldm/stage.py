@@ -232,10 +232,11 @@ def run_generate(cfg: Any) -> dict:
     t0 = time.time()
     parts, ckpt = load_trained_parts(cfg, cfg.ldm.generate.use_ema)
     n = int(s["n"])
-    images = generate_batched(parts, build_sampler(cfg.ldm.noise), [s["prompt"]] * n, guidance=float(s["guidance"]),
-                              steps=int(s["steps"]), seed=int(s["seed"]), batch_size=n)
     out_dir = cfg.paths.run_dir
     os.makedirs(out_dir, exist_ok=True)
+    text = upsampled_prompt(cfg, s, parts.tokenizer, out_dir) if cfg.upsample.enabled else s["prompt"]
+    images = generate_batched(parts, build_sampler(cfg.ldm.noise), [text] * n, guidance=float(s["guidance"]),
+                              steps=int(s["steps"]), seed=int(s["seed"]), batch_size=n)
     files = []
     for i, image in enumerate(images):
         files.append(os.path.join(out_dir, f"{slug(s['prompt'])}_{i}.png"))
@@ -249,3 +250,17 @@ def run_generate(cfg: Any) -> dict:
                                               tokenizer=parts.tokenizer, noise_cfg=cfg.ldm.noise)
     summary["seconds"] = round(time.time() - t0, 1)
     return summary
+
+
+def upsampled_prompt(cfg: Any, settings: dict, encoder_tokenizer: Any, out_dir: str) -> str:
+    """``upsample=true``: the upsampler's description of the prompt (or the prompt, on a fallback), written to
+    ``<out_dir>/prompt.txt`` beside the images and into ``settings`` (the summary the command prints)."""
+    from dalle3.upsample import build_upsampler
+
+    item = build_upsampler(cfg).upsample([settings["prompt"]], encoder_tokenizer=encoder_tokenizer).items[0]
+    settings.update(upsampled_prompt=item.text, upsample_fallback=item.fallback)
+    with open(os.path.join(out_dir, "prompt.txt"), "w") as f:
+        f.write(f"prompt: {item.prompt}\nupsampled: {item.text}\n"
+                + (f"fallback: {item.fallback} ({item.detail})\n" if item.fallback else ""))
+    log.info("upsampled prompt: %s%s", item.text, f" (fallback: {item.fallback})" if item.fallback else "")
+    return item.text

@@ -147,13 +147,17 @@ def dsc(scene: Scene, rng: random.Random, order: str = "reading") -> str:
     member (top left to bottom right) and each group's members likewise; ``"shuffled"`` in
     random order. Which group comes next then follows from the picture, not from a coin:
     the tiny captioner learns every fact category faster (benchmarks/RESULTS.md, session 6).
+    ``"subject"`` is reading order with the main subject's group first: what the prompt
+    upsampler writes, so that it restates the short prompt before adding detail.
     """
     if order not in DSC_ORDERS:
         raise ValueError(f"dsc order {order!r} is not allowed; choose one of: {' | '.join(DSC_ORDERS)}")
     shuffle = order == "shuffled"
-    groups = _groups(scene, order)
+    groups = _groups(scene, "shuffled" if shuffle else "reading")
     if shuffle:
         rng.shuffle(groups)
+    elif order == "subject":
+        groups.sort(key=lambda g: scene.main not in g)  # stable: the others keep reading order
     body = _join([_group_phrase(g, rng, shuffle) for g in groups], rng)
     text = rng.choice(DSC_TEMPLATES).format(body=body, bg=scene.background)
     sentences = [_capitalise(text)]

@@ -34,8 +34,10 @@ def latent_dsc(out_dir) -> dict[str, str]:
 
 def test_pipeline_lists_every_stage_in_recipe_order_and_every_run_of_its_set():
     steps = build_steps(compose([]).pipeline)
-    assert [s.stage for s in steps] == ["world", "judge", "captioner_pretrain", "captioner_finetune", "captioner_finetune",
-                                        "recaption", "vae", "latents", "ldm", "ldm", "ldm", "ldm", "eval"]
+    assert [s.stage for s in steps] == ["world", "judge", "text_encoder", "captioner_pretrain", "captioner_finetune",
+                                        "captioner_finetune", "recaption", "vae", "latents", "ldm", "ldm",
+                                        "ldm", "ldm", "eval"]  # the default set: no upsampling (pipeline.upsample)
+    assert [s.stage for s in build_steps(compose(["pipeline=quick"]).pipeline)][9:11] == ["upsample", "ldm"]
     assert [s.name for s in steps if s.stage == "ldm"] == ["ldm_alt_seed0", "ldm_dsc65_seed0", "ldm_dsc95_seed0",
                                                            "ldm_dsc100_seed0"]
     assert next(s for s in steps if s.stage == "recaption").carry is recaption_carry

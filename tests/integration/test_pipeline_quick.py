@@ -18,7 +18,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 STEP_NAMES = ["world", "judge", "text_encoder", "captioner_pretrain", "captioner_finetune_ssc", "captioner_finetune_dsc", "recaption",
-              "vae", "latents", "ldm_alt_seed0", "ldm_dsc65_seed0", "ldm_dsc95_seed0", "ldm_dsc100_seed0", "eval"]
+              "vae", "latents", "upsample", "ldm_alt_seed0", "ldm_dsc65_seed0", "ldm_dsc95_seed0", "ldm_dsc100_seed0", "eval"]
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,12 @@ def test_the_summary_holds_every_step_run_score_and_finding(quick):
 def test_the_progress_line_counts_the_steps_with_time_left(quick):
     _, proc = quick
     lines = [line for line in proc.stderr.splitlines() if line.startswith("[dalle3-pipeline ")]
-    starts = [line for line in lines if re.match(r"\[dalle3-pipeline \d+/14\] \S+ \| ", line)]
-    assert [re.match(r"\[dalle3-pipeline (\d+)/14\] (\S+)", line).groups() for line in starts] == \
+    n = len(STEP_NAMES)
+    starts = [line for line in lines if re.match(rf"\[dalle3-pipeline \d+/{n}\] \S+ \| ", line)]
+    assert [re.match(rf"\[dalle3-pipeline (\d+)/{n}\] (\S+)", line).groups() for line in starts] == \
         [(str(i + 1), name) for i, name in enumerate(STEP_NAMES)]
     assert all(re.search(r"\| \d+m\d\ds elapsed \| ~\d+m\d\ds left$", line) for line in starts)
-    assert any("all 14 steps done in" in line for line in proc.stderr.splitlines())
+    assert any(f"all {n} steps done in" in line for line in proc.stderr.splitlines())
 
 
 def test_report_links_resolve_and_images_open(quick):
