@@ -64,7 +64,7 @@ def _drop_paths(node: dict) -> None:
     for k in list(node):
         if isinstance(node[k], dict):
             _drop_paths(node[k])
-        elif k in ("train_shards", "val_shards", "sidecar_dir", "pretrained", "path", "out_dir", "checkpoint"):
+        elif k in ("train_shards", "val_shards", "sidecar_dir", "pretrained", "path", "out_dir", "checkpoint", "export"):
             node.pop(k)
 
 
