@@ -9,10 +9,15 @@ from __future__ import annotations
 import random
 from typing import Any, Optional
 
-from dalle3.config.schema import DSC_ORDERS
+from dalle3.config import schema as _schema
+
 from dalle3.world.lexicon import (NOISE_FILE_PREFIXES, NOISE_FILE_SUFFIXES, NOISE_SHOP, NOISE_WORDS,
                                   NUMBER_WORDS, POSITIONS)
 from dalle3.world.scene import Obj, Scene
+
+# In the world vocabulary since session 6 (it reads this module's upper-case constants): kept so that
+# no token id moves; the newer order ``subject`` is left out of the vocabulary on purpose.
+ORDER_WORDS = ("reading", "shuffled")
 
 SHAPE_WORDS = {"circle": ("circle", "circle", "disc"), "square": ("square",),
                "triangle": ("triangle",)}
@@ -150,8 +155,8 @@ def dsc(scene: Scene, rng: random.Random, order: str = "reading") -> str:
     ``"subject"`` is reading order with the main subject's group first: what the prompt
     upsampler writes, so that it restates the short prompt before adding detail.
     """
-    if order not in DSC_ORDERS:
-        raise ValueError(f"dsc order {order!r} is not allowed; choose one of: {' | '.join(DSC_ORDERS)}")
+    if order not in _schema.DSC_ORDERS:
+        raise ValueError(f"dsc order {order!r} is not allowed; choose one of: {' | '.join(_schema.DSC_ORDERS)}")
     shuffle = order == "shuffled"
     groups = _groups(scene, "shuffled" if shuffle else "reading")
     if shuffle:
