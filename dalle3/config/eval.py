@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from dalle3.config.validate import ConfigError, check_choice, check_positive, check_range
 
@@ -59,6 +59,9 @@ class JudgeConfig:
     "Initial softmax temperature of the contrastive logits (CLIP: 0.07); the logit scale log(1/T) is learned."
     twins: bool = True
     "Each training sample brings its scene with one fact changed, rendered and described anew, as an in-batch hard negative (dalle3/eval/data.py); a batch then holds 2 x data.global_batch_size pairs."
+    twin_weights: Dict[str, float] = field(default_factory=lambda: {"colour": 1.0, "shape": 1.0, "position": 1.0,
+                                                                    "count": 1.0})
+    "Relative odds of the fact a twin changes (colour, shape, position, count), among those the scene allows; equal: uniform."
     val_samples: int = 512
     "val samples of the judge's own validation (retrieval and the four sensitivities)."
 
@@ -129,6 +132,11 @@ def validate_judge(cfg: Any, key: str = "eval.judge") -> None:
                           f"(the world judge is read from {key}.export)")
     check_positive(f"{key}.image_size", cfg.image_size)
     check_positive(f"{key}.val_samples", cfg.val_samples)
+    weights = dict(cfg.twin_weights)
+    if set(weights) != {"colour", "shape", "position", "count"} or any(not float(w) >= 0 for w in weights.values()) \
+            or not any(float(w) > 0 for w in weights.values()):
+        raise ConfigError(f"{key}.twin_weights={weights} must give colour, shape, position and count each a weight "
+                          ">= 0, at least one of them > 0")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"{key}.warmup_steps={cfg.warmup_steps} must be >= 0")
     if not cfg.lr > 0:

@@ -43,17 +43,24 @@ def _free_cells(scene: Scene) -> list[tuple[int, int]]:
     return [(r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in taken]
 
 
-def twin_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str]:
+def twin_scene(scene: Scene, rng: random.Random, weights: Optional[dict] = None) -> tuple[Scene, str]:
     """``(scene with one fact changed, which kind of fact)``; the input is not modified.
 
     colour / shape / position: one object's colour, shape or (free) cell. count: one more
     object of an object's colour and shape in a free cell, or one fewer of a colour-shape
     group that has two or more (removing a lone object would drop its shape and colour too).
+    ``weights``: relative odds of each kind among those the scene allows (``eval.judge.twin_weights``);
+    ``None`` or all equal: uniform.
     """
     objects, free = list(scene.objects), _free_cells(scene)
     kinds = Counter((o.colour, o.shape) for o in objects)
     removable = [i for i, o in enumerate(objects) if kinds[(o.colour, o.shape)] > 1]
-    kind = rng.choice(["colour", "shape"] + (["position"] if free else []) + (["count"] if free or removable else []))
+    allowed = ["colour", "shape"] + (["position"] if free else []) + (["count"] if free or removable else [])
+    odds = [float(weights[k]) for k in allowed] if weights else []
+    if odds and len(set(odds)) > 1 and sum(odds) > 0:
+        kind = rng.choices(allowed, weights=odds)[0]
+    else:
+        kind = rng.choice(allowed)
     i = rng.randrange(len(objects))
     o = objects[i]
     if kind == "colour":
@@ -83,17 +90,19 @@ class TwinScenes:
         world: the ``WorldConfig`` the shards were written with (render side, caption style).
         image_size: the side training reads (``data.image_size``).
         seed: with the sample key, fixes each sample's twin.
+        weights: relative odds of the fact a twin changes (:func:`twin_scene`).
     """
 
-    def __init__(self, world: Any, image_size: int, seed: int = 0):
+    def __init__(self, world: Any, image_size: int, seed: int = 0, weights: Optional[dict] = None):
         self.world, self.image_size, self.seed = world, int(image_size), int(seed)
+        self.weights = dict(weights) if weights else None
 
     def __call__(self, sample: dict) -> Optional[dict]:
         if drop_empty_caption(sample) is None or not sample.get("scene_json"):
             return None
         digest = hashlib.sha256(f"dalle3.judge.twin/{self.seed}/{sample['key']}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
-        twin, _ = twin_scene(Scene.from_dict(json.loads(sample["scene_json"])), rng)
+        twin, _ = twin_scene(Scene.from_dict(json.loads(sample["scene_json"])), rng, self.weights)
         sample["twin_image"] = to_tensor(render(twin, self.world.image_size), self.image_size)
         sample["twin_caption"] = make_captions(twin, rng, self.world)["dsc"]
         return sample

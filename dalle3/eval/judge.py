@@ -236,7 +236,8 @@ def train_world_clip(cfg: Any, clip: Any, role: str) -> dict:
     t0 = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = JudgeModule(clip, max_steps=cfg.trainer.max_steps)
-    transform = (TwinScenes(to_dataclass(WorldConfig, cfg.world), cfg.data.image_size, cfg.seed) if clip.twins
+    transform = (TwinScenes(to_dataclass(WorldConfig, cfg.world), cfg.data.image_size, cfg.seed,
+                            dict(clip.twin_weights)) if clip.twins
                  else drop_empty_caption)
     datamodule = ShardDataModule(cfg.data, cfg.caption, seed=cfg.seed, sample_transform=transform)
     trainer = fit(module, datamodule, cfg)

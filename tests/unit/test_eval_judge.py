@@ -102,6 +102,18 @@ def test_a_twin_scene_differs_from_its_scene_in_one_fact_of_its_kind():
     assert seen == set(TWIN_EDITS)
 
 
+def test_twin_weights_tilt_the_kind_of_fact_a_twin_changes():
+    scenes = [scene for scene, _ in _samples("judge", 200)]
+    equal = [twin_scene(s, random.Random(i), {k: 1.0 for k in TWIN_EDITS})[1] for i, s in enumerate(scenes)]
+    assert equal == [twin_scene(s, random.Random(i))[1] for i, s in enumerate(scenes)]  # equal odds: the old stream
+    heavy = [twin_scene(s, random.Random(i), {"colour": 1.0, "shape": 1.0, "position": 1.0, "count": 10.0})[1]
+             for i, s in enumerate(scenes)]
+    assert heavy.count("count") > 0.6 * len(heavy) > equal.count("count")
+    only = {twin_scene(s, random.Random(i), {"colour": 0.0, "shape": 1.0, "position": 0.0, "count": 0.0})[1]
+            for i, s in enumerate(scenes)}
+    assert only == {"shape"}
+
+
 # -- the judge split leaves the other splits byte-identical --------------------------------------
 MEMBER_DIGESTS = {  # names + txt + json of DataGenConfig(6/3/4, shard_size=4), 32 px, before the judge split existed
     "train": "4bfcca465a45644561d713c9451b67bdc658c2a872592d4a7897fc4cc967f309",
@@ -252,6 +264,8 @@ def test_an_open_clip_model_by_name_loads_from_a_local_file(tmp_path, one_thread
     ("eval.judge.init_temperature=0", "eval.judge.init_temperature=0"),
     ("eval.judge.image_size=30", "eval.judge.image_size=30"),
     ("eval.judge.arch.text_heads=3", "eval.judge.arch.text_heads=3"),
+    ("eval.judge.twin_weights.count=-1", "eval.judge.twin_weights="),
+    ("+eval.judge.twin_weights.size=1", "eval.judge.twin_weights="),
 ])
 def test_bad_judge_values_fail_with_one_line_naming_the_key(override, key):
     cfg = compose(["stage=judge", override])
