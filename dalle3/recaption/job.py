@@ -92,6 +92,10 @@ class Recaptioner:
         self.failed_shards: list[dict] = []
         self.by_others = self.lost = 0
         "Shards committed by another process (so skipped here); shards whose work was dropped (taken over)."
+        self.first_out: Optional[float] = None
+        "When the first batch was captioned: start-up ends here, the steady state begins."
+        self.first_n = 0
+        self.last_out: Optional[float] = None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(rc.precision))
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
@@ -123,7 +127,20 @@ class Recaptioner:
         for j, sample in enumerate(chunk.samples):
             i = by_row.get(j)
             out.add(sample, None if i is None else {kind: texts[i] for kind, texts in captions.items()})
+        if captions:
+            self.last_out = time.time()
+            if self.first_out is None:
+                self.first_out, self.first_n = self.last_out, len(chunk.rows)
         return len(chunk.rows)
+
+    def timing(self, started: float, captioned: int) -> dict:
+        """Start-up (stage start → first batch captioned) and steady-state images/s (the batches after it)."""
+        if self.first_out is None:
+            return {"startup_s": None, "steady_images_per_s": None}
+        span = (self.last_out or self.first_out) - self.first_out
+        steady = (captioned - self.first_n) / span if span > 0 else None
+        return {"startup_s": round(self.first_out - started, 3),
+                "steady_images_per_s": round(steady, 2) if steady is not None else None}
 
     def end_shard(self, end) -> None:
         """Commit a finished shard, or record it as unreadable and throw its partial output away."""
@@ -272,4 +289,5 @@ def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task
             "input_samples": sum(s["input_samples"] for s in done),
             "output_samples": sum(s["output_samples"] for s in done),
             "captioned": captioned, "failed": failed, "started": started, "finished": finished,
-            "wall_s": round(wall, 3), "images_per_s": round(captioned / wall, 2) if wall > 0 else 0.0}
+            "wall_s": round(wall, 3), "images_per_s": round(captioned / wall, 2) if wall > 0 else 0.0,
+            **(job.timing(started, captioned) if job else {"startup_s": None, "steady_images_per_s": None})}

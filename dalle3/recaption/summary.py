@@ -60,7 +60,10 @@ def merge(ranks: Iterable[dict], total_shards: int, completed: int) -> dict:
     """Merge rank summaries (pure): totals, failures by reason, wall time, images/s overall and per rank.
 
     Overall images/s is the captioned images over the span from the first start to the
-    last finish (what a user waits for), not the sum of per-rank rates.
+    last finish (what a user waits for), not the sum of per-rank rates. ``startup_s`` is the
+    slowest rank's time to its first captioned batch; ``steady_images_per_s`` sums the ranks'
+    rates after their first batch (the ranks run side by side), the figure that scales to a
+    long job where start-up is a rounding error.
     """
     ranks = list(ranks)
     totals = {k: sum(int(r.get(k, 0)) for r in ranks) for k in FLOW_KEYS}
@@ -68,6 +71,8 @@ def merge(ranks: Iterable[dict], total_shards: int, completed: int) -> dict:
     for r in ranks:
         failed.update(r.get("failed", {}))
     span = (max(r["finished"] for r in ranks) - min(r["started"] for r in ranks)) if ranks else 0.0
+    startups = [r["startup_s"] for r in ranks if r.get("startup_s") is not None]
+    steady = [r["steady_images_per_s"] for r in ranks if r.get("steady_images_per_s") is not None]
     return {
         "ranks_reported": len(ranks),
         "ranks_expected": ranks[0]["world_size"] * ranks[0]["task_count"] if ranks else 0,
@@ -87,6 +92,8 @@ def merge(ranks: Iterable[dict], total_shards: int, completed: int) -> dict:
         "wall_s": round(span, 3),
         "images_per_s": round(totals["captioned"] / span, 2) if span > 0 else 0.0,
         "images_per_s_per_rank": {f"task{r['task_id']}-rank{r['rank']}": r.get("images_per_s", 0.0) for r in ranks},
+        "startup_s": max(startups) if startups else None,
+        "steady_images_per_s": round(sum(steady), 2) if steady else None,
     }
 
 

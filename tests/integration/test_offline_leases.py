@@ -82,7 +82,8 @@ def test_two_copies_started_together_share_the_work(setup, tmp_path):
     assert_exactly_once(setup, out)
     summaries = [stage_lines(log)[-1] for log in logs]
     assert sum(s["done"] for s in summaries) == 6 and sum(s["lost"] for s in summaries) == 0  # each shard once
-    assert all(s["done"] + s["done_by_others"] == 6 for s in summaries)
+    # a copy that plans after the other committed a shard finds it done ("skipped"); later, "done_by_others"
+    assert all(s["done"] + s["done_by_others"] + s["skipped"] == 6 for s in summaries)
     workers = {e["worker"]["pid"] for e in completed(str(out)).values()}
     assert workers <= {p.pid for p in procs}
     assert {e["worker"]["host"] for e in completed(str(out)).values()} == {os.uname().nodename}

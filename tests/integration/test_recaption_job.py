@@ -84,6 +84,7 @@ def test_job_captions_every_sample_keeps_bad_ones_and_skips_unreadable_shards(se
     assert job["samples_captioned"] == 48 + 3 and job["output_samples"] == job["input_samples"] == 56
     assert job["samples_failed"] == {"bad_image": 2, "empty_image": 1, "no_image": 1, "too_large": 1}
     assert json.loads((out / "summary.json").read_text())["samples_captioned"] == 51
+    assert job["startup_s"] > 0 and job["steady_images_per_s"] > 0  # start-up and steady state, apart
     assert sorted(os.listdir(out)) == ["00000.tar", "00001.tar", "00002.tar", "00003.tar", "00004.tar", "00005.tar",
                                        "_manifest", "_summary", "bad-00090.tar", "summary.json"]
     for shard in setup["world"]:  # every input sample exactly once, captioned, members intact

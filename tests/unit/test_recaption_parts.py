@@ -199,6 +199,18 @@ def test_merged_summary_adds_ranks_and_measures_the_span():
     assert set(merged["images_per_s_per_rank"]) == {"task0-rank0", "task0-rank1"}
 
 
+def test_merged_summary_reports_the_slowest_startup_and_the_summed_steady_rate():
+    base = {"world_size": 2, "task_id": 0, "task_count": 1, "assigned": 1, "done": 1, "skipped": 0,
+            "input_samples": 4, "output_samples": 4, "captioned": 4, "failed": {}, "failed_shards": [],
+            "started": 0.0, "finished": 10.0, "images_per_s": 0.4}
+    ranks = [dict(base, rank=0, startup_s=2.5, steady_images_per_s=100.0),
+             dict(base, rank=1, startup_s=4.0, steady_images_per_s=90.5)]
+    merged = merge(ranks, total_shards=2, completed=2)
+    assert merged["startup_s"] == 4.0 and merged["steady_images_per_s"] == 190.5
+    idle = merge([dict(base, rank=r, startup_s=None, steady_images_per_s=None) for r in range(2)], 2, 2)
+    assert idle["startup_s"] is None and idle["steady_images_per_s"] is None
+
+
 def _export(folder: Path) -> str:
     folder.mkdir(parents=True)
     (folder / "captioner.json").write_text("{}")
