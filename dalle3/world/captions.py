@@ -152,8 +152,9 @@ def dsc(scene: Scene, rng: random.Random, order: str = "reading") -> str:
     member (top left to bottom right) and each group's members likewise; ``"shuffled"`` in
     random order. Which group comes next then follows from the picture, not from a coin:
     the tiny captioner learns every fact category faster (benchmarks/RESULTS.md, session 6).
-    ``"subject"`` is reading order with the main subject's group first: what the prompt
-    upsampler writes, so that it restates the short prompt before adding detail.
+    ``"subject"`` is reading order with the main subject's group first and the subject first
+    in it: what the prompt upsampler writes, so that it restates the short prompt (its size and
+    place included) before adding detail.
     """
     if order not in _schema.DSC_ORDERS:
         raise ValueError(f"dsc order {order!r} is not allowed; choose one of: {' | '.join(_schema.DSC_ORDERS)}")
@@ -163,6 +164,7 @@ def dsc(scene: Scene, rng: random.Random, order: str = "reading") -> str:
         rng.shuffle(groups)
     elif order == "subject":
         groups.sort(key=lambda g: scene.main not in g)  # stable: the others keep reading order
+        groups[0].sort(key=lambda o: o is not scene.main)  # and the subject first in its group
     body = _join([_group_phrase(g, rng, shuffle) for g in groups], rng)
     text = rng.choice(DSC_TEMPLATES).format(body=body, bg=scene.background)
     sentences = [_capitalise(text)]
