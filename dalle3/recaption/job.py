@@ -38,6 +38,9 @@ from dalle3.utils.logging import get_logger
 
 log = get_logger("dalle3.recaption")
 
+NO_TIMING = {"startup_s": None, "steady_images_per_s": None}
+"What a rank that captioned nothing reports for :meth:`Recaptioner.timing`."
+
 
 def output_name_fn(mode: str):
     """Input shard → output file name for :func:`plan_shards`: ``None`` (its layout-aware default,
@@ -136,7 +139,7 @@ class Recaptioner:
     def timing(self, started: float, captioned: int) -> dict:
         """Start-up (stage start → first batch captioned) and steady-state images/s (the batches after it)."""
         if self.first_out is None:
-            return {"startup_s": None, "steady_images_per_s": None}
+            return dict(NO_TIMING)
         span = (self.last_out or self.first_out) - self.first_out
         steady = (captioned - self.first_n) / span if span > 0 else None
         return {"startup_s": round(self.first_out - started, 3),
@@ -290,4 +293,4 @@ def rank_summary(plan: ShardPlan, job: Optional[Recaptioner], env: DistEnv, task
             "output_samples": sum(s["output_samples"] for s in done),
             "captioned": captioned, "failed": failed, "started": started, "finished": finished,
             "wall_s": round(wall, 3), "images_per_s": round(captioned / wall, 2) if wall > 0 else 0.0,
-            **(job.timing(started, captioned) if job else {"startup_s": None, "steady_images_per_s": None})}
+            **(job.timing(started, captioned) if job else NO_TIMING)}
