@@ -66,6 +66,11 @@ class UNetConfig:
     "Channels per attention head."
     norm_num_groups: int = 8
     "GroupNorm groups (must divide every block width)."
+    pooled_text: bool = False
+    ("Also add the prompt's mean text feature to the timestep embedding (diffusers' class_embed_type="
+     "'projection'), so every ResNet block at every level sees the whole prompt; off: text enters through "
+     "cross-attention only, as in Stable Diffusion. A U-Net built with it needs its class_labels, which "
+     "dalle3's sampling passes and a plain StableDiffusionPipeline does not.")
 
 
 @dataclass
@@ -168,6 +173,8 @@ class LatentsConfig:
     "Images per VAE forward."
     precompute_text: bool = False
     "Also store the frozen text encoder's per-token hidden states of every caption each sample has (alt, ssc, dsc: the caption is picked at load time) as `{key}.text.safetensors` (float16, [max_length, width] per kind); `ldm.train.use_text_cache` then skips the encoder in training. Costs 2*max_length*width bytes per caption (SD2's 77x1024: 154 kB). Shards done without it are redone."
+    lease_timeout_s: float = 300.0
+    "A shard's lease whose heartbeat is older than this is taken over (as recaption.lease_timeout_s); a holder on the same host whose pid is dead is taken over at once."
 
 
 @dataclass
@@ -244,6 +251,9 @@ def validate_ldm(cfg: Any, key: str = "ldm") -> None:
     if cfg.train.min_snr_gamma is not None and cfg.train.min_snr_gamma <= 0:
         raise ConfigError(f"{key}.train.min_snr_gamma={cfg.train.min_snr_gamma!r}; allowed: a positive number or null")
     check_positive(f"{key}.text_encoder.max_length", cfg.text_encoder.max_length)
+    if cfg.latents.lease_timeout_s is None or cfg.latents.lease_timeout_s <= 0:
+        raise ConfigError(f"{key}.latents.lease_timeout_s={cfg.latents.lease_timeout_s!r}; allowed: a positive "
+                          "number of seconds")
     check_positive(f"{key}.image_size", cfg.image_size)
     levels = 2 ** (len(cfg.vae.block_out_channels) - 1)
     if cfg.image_size % levels:

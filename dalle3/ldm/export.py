@@ -23,7 +23,14 @@ def export_pipeline(folder: str, *, unet: nn.Module, vae: nn.Module, text_encode
     """
     from diffusers import StableDiffusionPipeline
 
-    from dalle3.ldm.model import build_sampler
+    from dalle3.ldm.model import build_sampler, takes_pooled_text
+
+    if takes_pooled_text(unet):
+        from dalle3.utils.logging import get_logger
+
+        get_logger("dalle3.ldm").warning(
+            "ldm.unet.pooled_text: the exported StableDiffusionPipeline's U-Net needs class_labels (the prompt "
+            "embeddings' mean over tokens) in every call; dalle3-generate passes them, a plain pipeline call does not")
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=build_sampler(noise_cfg, "ddim"), safety_checker=None,

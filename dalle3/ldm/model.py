@@ -71,7 +71,25 @@ def build_unet(cfg: Any, sample_size: int, in_channels: int, cross_attention_dim
         down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
         cross_attention_dim=cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
-        norm_num_groups=cfg.norm_num_groups)
+        norm_num_groups=cfg.norm_num_groups, class_embed_type="projection" if cfg.pooled_text else None,
+        projection_class_embeddings_input_dim=cross_attention_dim if cfg.pooled_text else None)
+
+
+def takes_pooled_text(unet: nn.Module) -> bool:
+    """Whether ``unet`` was built with ``ldm.unet.pooled_text`` (a projection class embedding)."""
+    return getattr(unet.config, "class_embed_type", None) == "projection"
+
+
+def unet_text_inputs(unet: nn.Module, context):
+    """The text keyword arguments of a call of ``unet`` on text features ``context`` [B, L, D].
+
+    ``encoder_hidden_states`` always; for a U-Net built with ``pooled_text`` also
+    ``class_labels``, the features' mean over tokens (with CLIP's causal mask the padding
+    positions after the prompt see all of it, so the mean covers the whole prompt).
+    """
+    if takes_pooled_text(unet):
+        return {"encoder_hidden_states": context, "class_labels": context.mean(dim=1)}
+    return {"encoder_hidden_states": context}
 
 
 # --------------------------------------------------------------------------- schedulers

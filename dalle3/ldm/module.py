@@ -15,7 +15,7 @@ import torch
 
 from dalle3.dist.zero import Unpartitioned
 from dalle3.ldm import losses
-from dalle3.ldm.model import LDMParts, build_sampler
+from dalle3.ldm.model import LDMParts, build_sampler, unet_text_inputs
 from dalle3.ldm.text import encode_prompts
 
 
@@ -101,7 +101,7 @@ class LatentDiffusionModule(pl.LightningModule):
         timesteps = torch.randint(0, n_steps, (latents.shape[0],), generator=generator).to(latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         dtype = next(self.unet.parameters()).dtype  # bf16/fp16 under DeepSpeed's "true" precisions
-        pred = self.unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype)).sample
+        pred = self.unet(noisy.to(dtype), timesteps, **unet_text_inputs(self.unet, context.to(dtype))).sample
         target = losses.diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         weights = (losses.min_snr_weights(self.noise_scheduler, timesteps, t_cfg.min_snr_gamma)
                    if t_cfg.min_snr_gamma else None)

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from dalle3.ldm.model import unet_text_inputs
 from dalle3.ldm.text import encode_prompts
 
 
@@ -35,10 +36,11 @@ def sample_latents(unet: nn.Module, sampler, cond: torch.Tensor, uncond: torch.T
     dtype = next(unet.parameters()).dtype
     guided = guidance != 1.0
     context = torch.cat([uncond, cond]) if guided else cond
+    text = unet_text_inputs(unet, context.to(dtype))
     for t in sampler.timesteps:
         x = torch.cat([latents, latents]) if guided else latents
         x = sampler.scale_model_input(x, t)
-        pred = unet(x.to(dtype), t, encoder_hidden_states=context.to(dtype)).sample.float()
+        pred = unet(x.to(dtype), t, **text).sample.float()
         if guided:
             pred_uncond, pred_cond = pred.chunk(2)
             pred = pred_uncond + guidance * (pred_cond - pred_uncond)

@@ -108,7 +108,8 @@ def run_latents(cfg: Any) -> dict:
         summary[split] = run_shard_job(
             shards, out_dir, lambda src, dst: encode_shard(vae, src, dst, cfg.ldm.image_size,
                                                            cfg.ldm.latents.batch_size, sidecar_dir, text_encoder),
-            name=f"latents/{split}", identity=lambda src: latents_identity(src, sidecar_dir, vae_id, size))
+            name=f"latents/{split}", identity=lambda src: latents_identity(src, sidecar_dir, vae_id, size),
+            lease_timeout_s=float(cfg.ldm.latents.lease_timeout_s))
         summary[split]["redone_for_text"] = redone
     summary["seconds"] = round(time.time() - t0, 1)
     log.info("latents: %s", summary)

@@ -168,6 +168,7 @@ def test_samplers_produce_images(tiny, sampler):
     ("ldm.noise.prediction_type=x0", "ldm.noise.prediction_type"),
     ("ldm.noise.sampler=euler", "ldm.noise.sampler"),
     ("ldm.train.caption_dropout=1.5", "ldm.train.caption_dropout"),
+    ("ldm.latents.lease_timeout_s=0", "ldm.latents.lease_timeout_s"),
     ("ldm.image_size=30", "ldm.image_size"),
     ("ldm.text_encoder.kind=bert", "ldm.text_encoder.kind"),
 ])
@@ -191,3 +192,36 @@ def test_ldm_runs_of_different_captions_get_different_folders(tmp_path):
         cfg = compose([f"paths.out_dir={tmp_path}", "stage=ldm", caption])
         dirs.add(OmegaConf.to_container(cfg.paths, resolve=True)["run_dir"])
     assert len(dirs) == 3
+
+
+def test_pooled_text_unet_sees_the_prompt_through_its_timestep_embedding(tmp_path):
+    """``ldm.unet.pooled_text``: the prompt's mean feature enters every ResNet block, in training and sampling."""
+    from dalle3.ldm.model import takes_pooled_text, unet_text_inputs
+    from dalle3.ldm.module import LatentDiffusionModule
+
+    cfg = ldm_cfg(tmp_path, "ldm.unet.pooled_text=true")
+    torch.manual_seed(0)
+    parts = build_parts(cfg, vae=build_vae(cfg.vae, cfg.image_size))
+    assert takes_pooled_text(parts.unet) and not takes_pooled_text(build_parts(
+        ldm_cfg(tmp_path), vae=build_vae(cfg.vae, cfg.image_size)).unet)
+    ctx = encode_prompts(parts.tokenizer, parts.text_encoder, ["a red circle", "two blue squares"])
+    inputs = unet_text_inputs(parts.unet, ctx)
+    assert torch.allclose(inputs["class_labels"], ctx.mean(dim=1))
+    # with cross-attention cut off (a zero projection), only the pooled path carries the prompt
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    blocks = [m for m in parts.unet.modules() if isinstance(m, Transformer2DModel)]
+    assert blocks
+    for block in blocks:
+        torch.nn.init.zeros_(block.proj_out.weight)
+        torch.nn.init.zeros_(block.proj_out.bias)
+    x, t = torch.randn(1, 4, 8, 8).repeat(2, 1, 1, 1), torch.tensor([500, 500])
+    out = parts.unet(x, t, **inputs).sample
+    assert not torch.allclose(out[0], out[1])  # the two prompts still give two predictions
+    module = LatentDiffusionModule(cfg, parts)
+    loss = module.diffusion_loss({"image": torch.rand(2, 3, 32, 32), "caption": ["a red circle", "a cat"]}, 0.0)
+    loss.backward()
+    assert parts.unet.class_embedding.linear_1.weight.grad.abs().sum() > 0
+    images = generate(parts.unet, parts.vae, parts.tokenizer, parts.text_encoder, build_sampler(cfg.noise),
+                      ["a red circle"], guidance=3.0, steps=2, seed=0)
+    assert images.shape == (1, 3, 32, 32)
