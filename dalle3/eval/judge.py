@@ -167,28 +167,46 @@ def validate_judge_model(scorer: JudgeScorer, images: torch.Tensor, captions: Se
         edited text reading oddly.
     """
     captions = list(captions)
-    img = scorer.embed_images(images)
-    txt = scorer.embed_texts(captions)
+    img, txt, per_pair = sensitivity_pairs(scorer, images, captions, seed)
     sim = img @ txt.T
     n = len(captions)
     out: dict = {"pairs": n, "retrieval_top1": float((sim.argmax(1) == torch.arange(n)).float().mean()),
                  "retrieval_chance": 1 / max(n, 1), "sensitivity": {}, "control": {}, "edited": {}}
-    true_cos = sim.diagonal()
+    for kind, pairs in per_pair.items():
+        if pairs is None:
+            out["sensitivity"][kind], out["control"][kind], out["edited"][kind] = None, None, 0
+            continue
+        _, wins, control = pairs
+        out["sensitivity"][kind] = float(wins.float().mean())
+        out["control"][kind] = float(control.float().mean())
+        out["edited"][kind] = len(wins)
+    return out
+
+
+def sensitivity_pairs(scorer: JudgeScorer, images: torch.Tensor, captions: Sequence[str], seed: int = 0):
+    """``(image embeddings, caption embeddings, {kind: (pair indices, wins, control wins) or None})``.
+
+    The per-pair outcomes behind :func:`validate_judge_model`'s shares, so two judges can be
+    compared pair by pair (``benchmarks/screens/judge_paired.py``).
+    """
+    captions = list(captions)
+    img = scorer.embed_images(images)
+    txt = scorer.embed_texts(captions)
+    true_cos = (img @ txt.T).diagonal()  # as the retrieval matrix has it
     other = img.roll(1, 0)
+    per_pair: dict = {}
     for kind in EDIT_KINDS:
         rng = random.Random(f"{seed}:{kind}")
         pairs = [(i, e) for i, c in enumerate(captions) if (e := EDITS[kind](c, rng)) is not None]
         if not pairs:
-            out["sensitivity"][kind], out["control"][kind], out["edited"][kind] = None, None, 0
+            per_pair[kind] = None
             continue
         idx = torch.tensor([i for i, _ in pairs])
         edited = scorer.embed_texts([e for _, e in pairs])
         wins = true_cos[idx] > (img[idx] * edited).sum(-1)
         control = (other[idx] * txt[idx]).sum(-1) > (other[idx] * edited).sum(-1)
-        out["sensitivity"][kind] = float(wins.float().mean())
-        out["control"][kind] = float(control.float().mean())
-        out["edited"][kind] = len(pairs)
-    return out
+        per_pair[kind] = (idx, wins, control)
+    return img, txt, per_pair
 
 
 def load_val_pairs(spec: str, n: int, image_size: int) -> tuple[torch.Tensor, list[str]]:
