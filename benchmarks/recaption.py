@@ -91,7 +91,8 @@ def job_two(root: Path, args) -> dict:
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "OMP_NUM_THREADS": str(threads)}
-        cmd = [str(BIN / "dalle3-recaption"), *overrides(root, out, args, threads, max(args.workers // 2, 1))]
+        per_rank = max(args.workers // 2, 1) if args.workers else 0  # --workers 0: each rank decodes in its main process
+        cmd = [str(BIN / "dalle3-recaption"), *overrides(root, out, args, threads, per_rank)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     assert [p.wait() for p in procs] == [0, 0]
     return json.loads((out / "summary.json").read_text())
