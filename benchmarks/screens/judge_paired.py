@@ -23,7 +23,7 @@ def per_pair_wins(export: str, images: torch.Tensor, captions: list[str]) -> dic
     cfg = compose([f"eval.judge.export={export}"])
     judge = JudgeScorer.from_config(cfg.eval.judge)
     with torch.no_grad():
-        _, _, pairs = sensitivity_pairs(judge, images, captions)
+        _, pairs = sensitivity_pairs(judge, images, captions)
     return {kind: {int(i): float(w) for i, w in zip(p[0].tolist(), p[1].tolist())}
             for kind, p in pairs.items() if p is not None}
 

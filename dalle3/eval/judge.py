@@ -167,8 +167,7 @@ def validate_judge_model(scorer: JudgeScorer, images: torch.Tensor, captions: Se
         edited text reading oddly.
     """
     captions = list(captions)
-    img, txt, per_pair = sensitivity_pairs(scorer, images, captions, seed)
-    sim = img @ txt.T
+    sim, per_pair = sensitivity_pairs(scorer, images, captions, seed)
     n = len(captions)
     out: dict = {"pairs": n, "retrieval_top1": float((sim.argmax(1) == torch.arange(n)).float().mean()),
                  "retrieval_chance": 1 / max(n, 1), "sensitivity": {}, "control": {}, "edited": {}}
@@ -184,7 +183,7 @@ def validate_judge_model(scorer: JudgeScorer, images: torch.Tensor, captions: Se
 
 
 def sensitivity_pairs(scorer: JudgeScorer, images: torch.Tensor, captions: Sequence[str], seed: int = 0):
-    """``(image embeddings, caption embeddings, {kind: (pair indices, wins, control wins) or None})``.
+    """``(image x caption cosine matrix [N, N], {kind: (pair indices, wins, control wins) or None})``.
 
     The per-pair outcomes behind :func:`validate_judge_model`'s shares, so two judges can be
     compared pair by pair (``benchmarks/screens/judge_paired.py``).
@@ -192,7 +191,8 @@ def sensitivity_pairs(scorer: JudgeScorer, images: torch.Tensor, captions: Seque
     captions = list(captions)
     img = scorer.embed_images(images)
     txt = scorer.embed_texts(captions)
-    true_cos = (img @ txt.T).diagonal()  # as the retrieval matrix has it
+    sim = img @ txt.T
+    true_cos = sim.diagonal()
     other = img.roll(1, 0)
     per_pair: dict = {}
     for kind in EDIT_KINDS:
@@ -206,7 +206,7 @@ def sensitivity_pairs(scorer: JudgeScorer, images: torch.Tensor, captions: Seque
         wins = true_cos[idx] > (img[idx] * edited).sum(-1)
         control = (other[idx] * txt[idx]).sum(-1) > (other[idx] * edited).sum(-1)
         per_pair[kind] = (idx, wins, control)
-    return img, txt, per_pair
+    return sim, per_pair
 
 
 def load_val_pairs(spec: str, n: int, image_size: int) -> tuple[torch.Tensor, list[str]]:
