@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -39,6 +40,30 @@ def keep_member(fname: str) -> bool:
     return member_suffix(fname) in KEEP_MEMBERS
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_fast_path(data: bytes, image_size: int, limit: int) -> Optional[torch.Tensor]:
+    """An 8-bit RGB PNG already at ``image_size`` (the synthetic world's, and most resized web shards'),
+    decoded by libpng through ``torchvision.io.decode_png``: ~3x cheaper than PIL at small sides, the
+    same pixels. ``None``: not such a PNG (PIL decides)."""
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    if (width, height) != (image_size, image_size) or data[24:26] != b"\x08\x02" or data[28] != 0:
+        return None  # other size, bit depth, colour type (palette, alpha, grey) or interlaced: PIL
+    if limit and width * height > limit:
+        raise BadSample("too_large", f"{width}x{height} > {limit} pixels")
+    from torchvision.io import ImageReadMode, decode_png
+
+    try:
+        pixels = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as exn:  # libpng: truncated, bad CRC, bad zlib stream
+        why = str(exn).rsplit(", ", 1)[-1]  # torchvision prefixes its source location
+        raise BadSample("bad_image", f"libpng: {why[:200]}") from None
+    return pixels.to(torch.float32).mul_(1 / 255)
+
+
 def decode_image(data: bytes, image_size: int, max_pixels: Optional[int] = None) -> torch.Tensor:
     """Image bytes → FloatTensor[3, S, S] in [0, 1] (shorter side resized, centre crop).
 
@@ -55,6 +80,9 @@ def decode_image(data: bytes, image_size: int, max_pixels: Optional[int] = None)
     if not data:
         raise BadSample("empty_image")
     limit = max_pixels if max_pixels is not None else (Image.MAX_IMAGE_PIXELS or 0)
+    fast = _png_fast_path(data, image_size, limit)
+    if fast is not None:
+        return fast
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size

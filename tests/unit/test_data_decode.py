@@ -56,6 +56,29 @@ def test_png_and_jpeg_decode_to_float_chw_in_unit_range():
         assert torch.allclose(image[:, 20, 20], torch.ones(3), atol=tol + 1e-6)  # the white square
 
 
+def test_rgb_pngs_at_size_decode_through_libpng_to_the_same_pixels_and_errors_as_pil(monkeypatch):
+    """The libpng fast path (8-bit RGB PNG already at the side): PIL's pixels exactly; bad bytes stay skips."""
+    import numpy as np
+
+    from dalle3.data import decode as dec
+
+    data = image_bytes("000000042", 32, "png")
+    fast = decode_image(data, 32)
+    pil = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1).astype(np.float32)
+    assert torch.equal(fast, torch.from_numpy(pil * np.float32(1 / 255)))
+    monkeypatch.setattr(dec, "_png_fast_path", lambda *a: None)  # the PIL path agrees bit for bit
+    assert torch.equal(decode_image(data, 32), fast)
+    monkeypatch.undo()
+    assert dec._png_fast_path(image_bytes("000000042", 48, "png"), 32, 0) is None  # resized by PIL instead
+    corrupt = data[:40] + bytes(10) + data[50:]  # the IDAT chunk's bytes (and its CRC) broken
+    for bad in (data[: len(data) // 2], corrupt):
+        with pytest.raises(BadSample) as err:
+            decode_image(bad, 32)
+        assert err.value.reason == "bad_image" and "libpng" in str(err.value)
+    with pytest.raises(BadSample, match="too_large"):
+        decode_image(huge_png(32, 32), 32, max_pixels=100)
+
+
 def test_images_are_resized_and_centre_cropped_to_image_size():
     img = Image.new("RGB", (96, 64), (255, 0, 0))
     img.paste((0, 0, 255), (0, 0, 8, 64))  # a blue strip at the left edge, cropped away

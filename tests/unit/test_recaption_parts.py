@@ -1,6 +1,7 @@
 """The recaption job's pure parts: shard planning, output rewriting, sidecars, summaries, config checks."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -17,7 +18,7 @@ from dalle3.dist.env import ArrayTask, DistEnv
 from dalle3.recaption.data import RawSample, RecaptionSource, ShardEnd, read_raw_samples
 from dalle3.recaption.stage import check_config
 from dalle3.recaption.summary import merge
-from dalle3.recaption.writer import SidecarOutput, TarOutput
+from dalle3.recaption.writer import TAR_MTIME, SidecarOutput, TarOutput
 from helpers.shards import BAD_REASON, malicious_pickle, sample_key, write_shard
 
 
@@ -102,6 +103,23 @@ def test_tar_output_keeps_every_member_and_adds_the_captions(tmp_path):
                            "errors": [{"key": "k2", "reason": "empty_image", "detail": ""},
                                       {"key": "k4", "reason": "too_large", "detail": "9x9 > 4"}],
                            "json_untouched": 1}
+
+
+def test_tar_output_is_byte_for_byte_what_tarfile_writes(tmp_path):
+    """The direct header writer: the same archive as tarfile's, PAX names included, and readable by it."""
+    names = ["000001.png", "000001.json", "a/b/000002.ssc.txt", "x" * 100, "y" * 101 + ".txt", "café.dsc.txt"]
+    members = [(n, bytes(range(256)) * (i % 4) + b"z" * i) for i, n in enumerate(names * 3)]  # sizes 0..~800
+    out = TarOutput(str(tmp_path / "fast.tar"))
+    for name, data in members:
+        out._add(name, data)
+    out.close()
+    with tarfile.open(tmp_path / "ref.tar", "w") as ref:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
+            ref.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "fast.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
+    assert _members(tmp_path / "fast.tar") == members
 
 
 def test_a_sample_captioned_on_a_rerun_loses_its_failure_mark(tmp_path):
