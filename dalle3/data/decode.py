@@ -1,6 +1,7 @@
 """Raw webdataset sample (bytes members) → tensors and strings, safely.
 
-Only three kinds of members are ever decoded, by code in this file: images (PIL),
+Only three kinds of members are ever decoded, by code in this file: images (PIL;
+8-bit RGB PNGs already at the side through libpng, ``torchvision.io.decode_png``),
 UTF-8 text and JSON. Members with any other suffix (``.pyd``, ``.pickle``, ``.pth``,
 ...) are not even read out of the tar (:func:`keep_member` is the tar reader's
 ``select_files``), so no pickle in a shard is ever unpickled. webdataset's own
