@@ -1,4 +1,5 @@
-"""Tar shards → raw samples, reading only the members we decode.
+"""Tar shards → raw samples, reading only the members we decode (and :func:`ustar_header`
+for the tars we write).
 
 This replaces ``webdataset.tarfile_to_samples`` in our pipelines for two reasons:
 
@@ -70,6 +71,22 @@ class FastTarInfo(tarfile.TarInfo):
         if prefix and obj.type not in tarfile.GNU_TYPES:
             obj.name = prefix + "/" + obj.name
         return obj
+
+
+def ustar_header(name: str, size: int, mtime: int) -> bytes:
+    """The 512-byte header ``tarfile`` writes for a regular member (mode 0644, uid/gid 0),
+    built directly: the writing side of :class:`FastTarInfo`. ~4x cheaper than
+    ``TarInfo.tobuf``, which was a tenth of the recaption job's own cost per sample
+    (:mod:`dalle3.recaption.writer`). Names that do not fit a plain ustar header (over
+    100 bytes, non-ASCII) go through ``tarfile`` (PAX)."""
+    raw = name.encode("ascii") if name.isascii() else b""
+    if not raw or len(raw) > 100 or size >= 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, mtime, 0o644
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    head = b"".join((raw.ljust(100, b"\0"), b"0000644\0", b"0000000\0", b"0000000\0", b"%011o\0" % size,
+                     b"%011o\0" % mtime, b" " * 8, b"0", b"\0" * 100, b"ustar\x0000")).ljust(tarfile.BLOCKSIZE, b"\0")
+    return head[:148] + b"%06o\0 " % sum(head) + head[156:]
 
 
 def split_name(name: str) -> Optional[tuple[str, str]]:
