@@ -30,7 +30,7 @@ from dalle3.data.lease import Holder
 from dalle3.data.offline import claim_shard
 from dalle3.data.pipeline import worker_slot
 from dalle3.data.skips import BadSample
-from dalle3.data.tarstream import check_end_of_archive, read_member, split_name
+from dalle3.data.tarstream import FastTarInfo, check_end_of_archive, read_member, split_name
 
 SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 "What reading a damaged or missing shard raises (tarfile's own errors, I/O, cut-off gzip)."
@@ -104,7 +104,7 @@ def read_raw_samples(url: str, counts: dict) -> Iterator[RawSample]:
     """
     stream = wds.gopen(url)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")
+        tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=FastTarInfo)
         current: Optional[RawSample] = None
         for member in tar:
             tar.members = []  # a stream: do not keep every header
